@@ -1,0 +1,50 @@
+"""`pip install .` must give a working package: build a wheel from a copy of the sources and check
+that it ships the modules and the C++/CUDA sources (compiled on first use), and no notebook."""
+import shutil, subprocess, sys, zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+LIB = ROOT / 'tinygrad_book'
+CSRC_EXTS = {'.cpp', '.cu', '.h', '.cuh'}
+
+
+def csrc_files():
+    d = LIB / 'csrc'
+    return sorted(p.relative_to(ROOT).as_posix() for p in d.rglob('*') if p.suffix in CSRC_EXTS) if d.is_dir() else []
+
+
+@pytest.fixture(scope='module')
+def wheel(tmp_path_factory):
+    if not csrc_files(): pytest.skip('no C++/CUDA sources in tinygrad_book/csrc yet')
+    tmp = tmp_path_factory.mktemp('wheel')
+    src = tmp / 'src'
+    src.mkdir()
+    # build from a copy, so that no stale build/ or *.egg-info of the work tree leaks into the wheel
+    for name in ('setup.py', 'settings.ini', 'pyproject.toml', 'MANIFEST.in', 'README.md', 'LICENSE', 'setup.cfg'):
+        if (ROOT / name).exists(): shutil.copy2(ROOT / name, src / name)
+    shutil.copytree(LIB, src / 'tinygrad_book', ignore=shutil.ignore_patterns('__pycache__', '*.so', '*.o'))
+    r = subprocess.run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', str(tmp / 'dist'), str(src)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f'pip wheel failed:\n{r.stdout}\n{r.stderr}'
+    wheels = list((tmp / 'dist').glob('*.whl'))
+    assert len(wheels) == 1, wheels
+    return zipfile.ZipFile(wheels[0]).namelist()
+
+
+def test_wheel_has_modules(wheel):
+    assert 'tinygrad_book/__init__.py' in wheel
+    mods = sorted(p.relative_to(ROOT).as_posix() for p in LIB.glob('*.py'))
+    assert not [m for m in mods if m not in wheel], f'modules missing from the wheel: {[m for m in mods if m not in wheel]}'
+
+
+def test_wheel_ships_csrc(wheel):
+    missing = [f for f in csrc_files() if f not in wheel]
+    assert not missing, f'C++/CUDA sources missing from the wheel (check package_data in setup.py): {missing}'
+    assert any(n.startswith('tinygrad_book/csrc/') and n.endswith('.cpp') for n in wheel), 'no .cpp in the wheel'
+    assert any(n.startswith('tinygrad_book/csrc/') and n.endswith('.cu') for n in wheel), 'no .cu in the wheel'
+
+
+def test_wheel_has_no_notebooks(wheel):
+    assert not [n for n in wheel if n.endswith('.ipynb')]
