@@ -1,0 +1,320 @@
+// Fused softmax / log-softmax / logsumexp / cross-entropy for CPU tensors (float32, float64).
+//
+// Every op works on a contiguous (rows, cols) matrix and reduces along cols; the Python wrapper moves the
+// reduced dim last. Rows are spread over threads with OpenMP; each row is read once from memory for its
+// statistics, in L1-sized chunks, keeping a running max and a running sum of exp(x - max) ("online softmax").
+//
+// Registered with the PyTorch dispatcher as torch.ops.tgb_softmax.*: the schema is defined here and the CPU
+// kernels are attached to the CPU dispatch key; softmax_cuda.cpp attaches CUDA kernels to the same schema.
+#include <torch/library.h>
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <omp.h>
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <vector>
+
+#include "cpu_alloc.h"
+#include "fast_math.h"
+
+namespace {
+
+using tgb::exp_fast;
+constexpr int64_t CHUNK = 2048;  // elements per chunk: 8 KiB of float32 stays in L1 between the two sweeps
+
+// Statistics of one row: its max m and s = sum(exp(x - m)), accumulated across chunks in double.
+template <typename T> struct RowStats { T max; double sum; };
+
+template <typename T>
+static RowStats<T> row_stats(const T* x, int64_t n) {
+  T m = -INFINITY;
+  double s = 0.0;
+  for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
+    const int64_t c1 = std::min(n, c0 + CHUNK);
+    T cm = -INFINITY;
+#pragma omp simd reduction(max : cm)
+    for (int64_t j = c0; j < c1; ++j) cm = x[j] > cm ? x[j] : cm;
+    if (cm > m) {  // a new running max: rescale what was summed so far
+      s *= std::exp(double(m) - double(cm));
+      m = cm;
+    }
+    T cs = 0;
+#pragma omp simd reduction(+ : cs)
+    for (int64_t j = c0; j < c1; ++j) cs += exp_fast<T>(x[j] - m);
+    s += double(cs);
+  }
+  return {m, s};
+}
+
+// log(sum(exp(x))) from the statistics; an all -inf row gives -inf and a +inf entry gives +inf, as torch does.
+template <typename T> static double row_lse(const RowStats<T>& st) {
+  return std::isinf(st.max) ? double(st.max) : double(st.max) + std::log(st.sum);
+}
+
+// sum(w[j] * x[j]) (w == nullptr means all ones), chunked with a double accumulator.
+template <typename T>
+static double row_dot(const T* x, const T* w, int64_t n, T shift) {
+  double acc = 0.0;
+  for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
+    const int64_t c1 = std::min(n, c0 + CHUNK);
+    T cs = 0;
+    if (w) {
+#pragma omp simd reduction(+ : cs)
+      for (int64_t j = c0; j < c1; ++j) cs += w[j] * (x[j] - shift);
+    } else {
+#pragma omp simd reduction(+ : cs)
+      for (int64_t j = c0; j < c1; ++j) cs += x[j] - shift;
+    }
+    acc += double(cs);
+  }
+  return acc;
+}
+
+static int num_threads() { return std::max(1, at::get_num_threads()); }
+
+static void check_matrix(const at::Tensor& x, const char* name) {
+  TORCH_CHECK(x.dim() == 2, name, " must be a 2-D (rows, cols) tensor, got ", x.dim(), " dims");
+  TORCH_CHECK(x.is_contiguous(), name, " must be contiguous");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, name,
+              " must be float32 or float64, got ", x.scalar_type());
+}
+
+// ---- kernels: plain loops over raw pointers, one template per op (a #pragma cannot sit inside AT_DISPATCH) ----
+
+// softmax of one row with one exp per element: each chunk's exps are written relative to the running max of the
+// moment (remembered per chunk), then one pass over the row, still in L2, rescales them to the final max and sum.
+template <typename T>
+static void softmax_row(const T* x, T* y, int64_t n, std::vector<T>& chunk_max) {
+  chunk_max.clear();
+  T m = -INFINITY;
+  double s = 0.0;
+  for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
+    const int64_t c1 = std::min(n, c0 + CHUNK);
+    T cm = -INFINITY;
+#pragma omp simd reduction(max : cm)
+    for (int64_t j = c0; j < c1; ++j) cm = x[j] > cm ? x[j] : cm;
+    if (cm > m) {
+      s *= std::exp(double(m) - double(cm));
+      m = cm;
+    }
+    T cs = 0;
+#pragma omp simd reduction(+ : cs)
+    for (int64_t j = c0; j < c1; ++j) {
+      const T e = exp_fast<T>(x[j] - m);
+      y[j] = e;
+      cs += e;
+    }
+    s += double(cs);
+    chunk_max.push_back(m);
+  }
+  for (int64_t c0 = 0, c = 0; c0 < n; c0 += CHUNK, ++c) {
+    const int64_t c1 = std::min(n, c0 + CHUNK);
+    const T f = T(std::exp(double(chunk_max[c]) - double(m)) / s);
+#pragma omp simd
+    for (int64_t j = c0; j < c1; ++j) y[j] *= f;
+  }
+}
+
+template <typename T>
+void softmax_fwd_kernel(const T* X, T* Y, int64_t rows, int64_t cols, bool log) {
+#pragma omp parallel num_threads(num_threads())
+  {
+    std::vector<T> chunk_max;
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < rows; ++i) {
+      const T* xr = X + i * cols;
+      T* yr = Y + i * cols;
+      if (!log) { softmax_row(xr, yr, cols, chunk_max); continue; }
+      const auto st = row_stats(xr, cols);
+      // (x - m) - log(s): subtracting m first keeps the digits that m + log(s) would round away
+      const T m = st.max, ls = T(std::log(st.sum));
+#pragma omp simd
+      for (int64_t j = 0; j < cols; ++j) yr[j] = (xr[j] - m) - ls;
+    }
+  }
+}
+
+// Backward of y = softmax(x):      dx = y * (g - sum(g * y))
+// Backward of y = log_softmax(x):  dx = g - exp(y) * sum(g)
+template <typename T>
+void softmax_bwd_kernel(const T* G, const T* Y, T* GX, int64_t rows, int64_t cols, bool log) {
+#pragma omp parallel for schedule(static) num_threads(num_threads())
+  for (int64_t i = 0; i < rows; ++i) {
+    const T* g = G + i * cols;
+    const T* yr = Y + i * cols;
+    T* o = GX + i * cols;
+    if (log) {
+      const T s = T(row_dot<T>(g, nullptr, cols, T(0)));
+#pragma omp simd
+      for (int64_t j = 0; j < cols; ++j) o[j] = g[j] - exp_fast<T>(yr[j]) * s;
+    } else {
+      const T s = T(row_dot<T>(g, yr, cols, T(0)));
+#pragma omp simd
+      for (int64_t j = 0; j < cols; ++j) o[j] = yr[j] * (g[j] - s);
+    }
+  }
+}
+
+template <typename T>
+void logsumexp_kernel(const T* X, T* O, int64_t rows, int64_t cols) {
+#pragma omp parallel for schedule(static) num_threads(num_threads())
+  for (int64_t i = 0; i < rows; ++i) O[i] = T(row_lse(row_stats(X + i * cols, cols)));
+}
+
+// Per-row cross-entropy (0 for ignored rows) and the row's logsumexp in float64 (kept for the backward).
+//   loss_i = (1 - eps) * w[t] * (lse - x[t]) + eps / C * sum_j w[j] * (lse - x[j])
+template <typename T>
+void cross_entropy_fwd_kernel(const T* X, const int64_t* Tg, const T* Wt, double W, T* L, double* LSE, int64_t rows,
+                              int64_t C, int64_t ignore_index, double eps) {
+#pragma omp parallel for schedule(static) num_threads(num_threads())
+  for (int64_t i = 0; i < rows; ++i) {
+    const int64_t t = Tg[i];
+    if (t == ignore_index) { L[i] = 0; LSE[i] = 0; continue; }
+    const T* xr = X + i * C;
+    const auto st = row_stats(xr, C);
+    const double m = double(st.max), log_s = std::log(st.sum);
+    LSE[i] = row_lse(st);
+    const double wt = Wt ? double(Wt[t]) : 1.0;
+    // lse - x[t] = (m - x[t]) + log(s): no cancellation between two large numbers
+    double l = (1.0 - eps) * wt * ((m - double(xr[t])) + log_s);
+    // sum_j w[j] (lse - x[j]) = W log(s) - sum_j w[j] (x[j] - m)
+    if (eps > 0) l += eps / double(C) * (W * log_s - row_dot(xr, Wt, C, st.max));
+    L[i] = T(l);
+  }
+}
+
+// d loss_i / d x_ik = g_i * [ (1-eps) w[t] (p_ik - [k==t]) + eps/C (W p_ik - w[k]) ],  p = softmax(x_i)
+template <typename T>
+void cross_entropy_bwd_kernel(const T* G, const T* X, const int64_t* Tg, const double* LSE, const T* Wt, double W,
+                              T* GX, int64_t rows, int64_t C, int64_t ignore_index, double eps) {
+#pragma omp parallel for schedule(static) num_threads(num_threads())
+  for (int64_t i = 0; i < rows; ++i) {
+    T* o = GX + i * C;
+    const int64_t t = Tg[i];
+    if (t == ignore_index) { std::fill(o, o + C, T(0)); continue; }
+    const T* xr = X + i * C;
+    const double gi = double(G[i]), wt = Wt ? double(Wt[t]) : 1.0;
+    const T a = T(gi * ((1.0 - eps) * wt + eps / double(C) * W));  // coefficient of p_ik
+    const T c = T(gi * eps / double(C));                           // coefficient of w[k]
+    // lse split into hi + lo so that (x - hi) - lo keeps float64's precision in float32 arithmetic
+    const T hi = T(LSE[i]), lo = T(LSE[i] - double(hi));
+    if (Wt) {
+#pragma omp simd
+      for (int64_t k = 0; k < C; ++k) o[k] = a * exp_fast<T>((xr[k] - hi) - lo) - c * Wt[k];
+    } else {
+#pragma omp simd
+      for (int64_t k = 0; k < C; ++k) o[k] = a * exp_fast<T>((xr[k] - hi) - lo) - c;
+    }
+    o[t] -= T(gi * (1.0 - eps) * wt);
+  }
+}
+
+// ---- ops: check the tensors, allocate outputs, dispatch on dtype ----
+
+at::Tensor softmax_fwd_cpu(const at::Tensor& x, bool log) {
+  check_matrix(x, "x");
+  auto y = tgb::empty_like_hugepages(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "softmax_fwd_cpu", [&] {
+    softmax_fwd_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), y.mutable_data_ptr<scalar_t>(), x.size(0), x.size(1),
+                                 log);
+  });
+  return y;
+}
+
+at::Tensor softmax_bwd_cpu(const at::Tensor& grad, const at::Tensor& y, bool log) {
+  check_matrix(grad, "grad");
+  check_matrix(y, "y");
+  TORCH_CHECK(grad.sizes() == y.sizes() && grad.scalar_type() == y.scalar_type(),
+              "grad and y must have the same shape and dtype");
+  auto gx = tgb::empty_like_hugepages(y);
+  AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "softmax_bwd_cpu", [&] {
+    softmax_bwd_kernel<scalar_t>(grad.const_data_ptr<scalar_t>(), y.const_data_ptr<scalar_t>(),
+                                 gx.mutable_data_ptr<scalar_t>(), y.size(0), y.size(1), log);
+  });
+  return gx;
+}
+
+at::Tensor logsumexp_fwd_cpu(const at::Tensor& x) {
+  check_matrix(x, "x");
+  auto out = at::empty({x.size(0)}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "logsumexp_fwd_cpu", [&] {
+    logsumexp_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), out.mutable_data_ptr<scalar_t>(), x.size(0), x.size(1));
+  });
+  return out;
+}
+
+// Validates class-index targets and the optional class weights; returns sum(weight) (C without weights).
+static double check_targets(const at::Tensor& x, const at::Tensor& target, const std::optional<at::Tensor>& weight,
+                            int64_t ignore_index) {
+  check_matrix(x, "logits");
+  TORCH_CHECK(target.scalar_type() == at::kLong, "target must be int64 class indices, got ", target.scalar_type());
+  TORCH_CHECK(target.dim() == 1 && target.size(0) == x.size(0) && target.is_contiguous(),
+              "target must be a contiguous 1-D tensor with one class index per row of logits");
+  const int64_t C = x.size(1);
+  const int64_t* t = target.const_data_ptr<int64_t>();
+  for (int64_t i = 0; i < target.size(0); ++i)  // checked before any thread starts: a bad index never reaches a kernel
+    TORCH_CHECK(t[i] == ignore_index || (t[i] >= 0 && t[i] < C), "target ", t[i], " is out of bounds for ", C,
+                " classes");
+  if (!weight.has_value()) return double(C);
+  const auto& w = *weight;
+  TORCH_CHECK(w.dim() == 1 && w.size(0) == C && w.is_contiguous() && w.scalar_type() == x.scalar_type(),
+              "weight must be a contiguous 1-D tensor of length ", C, " and the logits' dtype");
+  return w.sum().item<double>();
+}
+
+std::tuple<at::Tensor, at::Tensor> cross_entropy_fwd_cpu(const at::Tensor& x, const at::Tensor& target,
+                                                         const std::optional<at::Tensor>& weight,
+                                                         int64_t ignore_index, double label_smoothing) {
+  const double W = check_targets(x, target, weight, ignore_index);
+  auto loss = at::empty({x.size(0)}, x.options());
+  auto lse = at::empty({x.size(0)}, x.options().dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cross_entropy_fwd_cpu", [&] {
+    cross_entropy_fwd_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), target.const_data_ptr<int64_t>(),
+                                       weight ? weight->const_data_ptr<scalar_t>() : nullptr, W,
+                                       loss.mutable_data_ptr<scalar_t>(), lse.mutable_data_ptr<double>(), x.size(0),
+                                       x.size(1), ignore_index, label_smoothing);
+  });
+  return {loss, lse};
+}
+
+at::Tensor cross_entropy_bwd_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& target,
+                                 const at::Tensor& lse, const std::optional<at::Tensor>& weight, int64_t ignore_index,
+                                 double label_smoothing) {
+  const double W = check_targets(x, target, weight, ignore_index);
+  TORCH_CHECK(grad.dim() == 1 && grad.size(0) == x.size(0) && grad.scalar_type() == x.scalar_type(),
+              "grad must be 1-D with one entry per row, in the logits' dtype");
+  TORCH_CHECK(lse.dim() == 1 && lse.size(0) == x.size(0) && lse.scalar_type() == at::kDouble,
+              "lse must be float64 (rows,)");
+  auto g = grad.contiguous();
+  auto gx = tgb::empty_like_hugepages(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cross_entropy_bwd_cpu", [&] {
+    cross_entropy_bwd_kernel<scalar_t>(g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
+                                       target.const_data_ptr<int64_t>(), lse.const_data_ptr<double>(),
+                                       weight ? weight->const_data_ptr<scalar_t>() : nullptr, W,
+                                       gx.mutable_data_ptr<scalar_t>(), x.size(0), x.size(1), ignore_index,
+                                       label_smoothing);
+  });
+  return gx;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(tgb_softmax, m) {
+  m.def("softmax_fwd(Tensor x, bool log) -> Tensor");
+  m.def("softmax_bwd(Tensor grad, Tensor y, bool log) -> Tensor");
+  m.def("logsumexp_fwd(Tensor x) -> Tensor");
+  m.def("cross_entropy_fwd(Tensor x, Tensor target, Tensor? weight, int ignore_index, float label_smoothing)"
+        " -> (Tensor, Tensor)");
+  m.def("cross_entropy_bwd(Tensor grad, Tensor x, Tensor target, Tensor lse, Tensor? weight, int ignore_index,"
+        " float label_smoothing) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(tgb_softmax, CPU, m) {
+  m.impl("softmax_fwd", &softmax_fwd_cpu);
+  m.impl("softmax_bwd", &softmax_bwd_cpu);
+  m.impl("logsumexp_fwd", &logsumexp_fwd_cpu);
+  m.impl("cross_entropy_fwd", &cross_entropy_fwd_cpu);
+  m.impl("cross_entropy_bwd", &cross_entropy_bwd_cpu);
+}

@@ -1,0 +1,216 @@
+// Softmax / log-softmax / logsumexp / cross-entropy as plain CUDA (float32, float64): no torch headers, raw
+// pointers in, so `nvcc -c softmax.cu` checks it on any machine with the toolkit. softmax_cuda.cpp binds it.
+//
+// One thread block per row. Each thread walks its strided share of the row keeping an *online* pair
+// (m, s): m the running max, s the running sum of exp(x - m). Pairs merge associatively,
+//   (m1, s1) + (m2, s2) = (M, s1 exp(m1 - M) + s2 exp(m2 - M)),  M = max(m1, m2),
+// first across a warp with shuffles, then across warps through shared memory: one read of the row for its
+// statistics, one more to write the output.
+#include <cuda_runtime.h>
+#include <cstdint>
+#include <cmath>
+
+namespace {
+
+constexpr int kThreads = 512;
+constexpr int kWarps = kThreads / 32;
+
+template <typename T> __device__ __forceinline__ T dev_exp(T x);
+template <> __device__ __forceinline__ float dev_exp<float>(float x) { return expf(x); }
+template <> __device__ __forceinline__ double dev_exp<double>(double x) { return exp(x); }
+template <typename T> __device__ __forceinline__ T dev_log(T x);
+template <> __device__ __forceinline__ float dev_log<float>(float x) { return logf(x); }
+template <> __device__ __forceinline__ double dev_log<double>(double x) { return log(x); }
+template <typename T> __device__ __forceinline__ T neg_inf() { return -INFINITY; }
+
+template <typename T> struct MaxSum { T m, s; };
+
+// Merge two (max, sum) pairs. A side whose max is -inf contributes nothing (and no exp(-inf + inf) = NaN).
+template <typename T> __device__ __forceinline__ MaxSum<T> merge(MaxSum<T> a, MaxSum<T> b) {
+  const T M = a.m > b.m ? a.m : b.m;
+  if (M == neg_inf<T>()) return {M, a.s + b.s};
+  const T sa = a.m == M ? a.s : a.s * dev_exp(a.m - M);
+  const T sb = b.m == M ? b.s : b.s * dev_exp(b.m - M);
+  return {M, sa + sb};
+}
+
+// Block-wide merge of every thread's pair; every thread gets the row's result.
+template <typename T> __device__ MaxSum<T> block_merge(MaxSum<T> v) {
+  __shared__ T sm[kWarps], ss[kWarps];
+  for (int off = 16; off > 0; off >>= 1) {
+    MaxSum<T> o{__shfl_xor_sync(0xffffffffu, v.m, off), __shfl_xor_sync(0xffffffffu, v.s, off)};
+    v = merge(v, o);
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) { sm[warp] = v.m; ss[warp] = v.s; }
+  __syncthreads();
+  v = lane < kWarps ? MaxSum<T>{sm[lane], ss[lane]} : MaxSum<T>{neg_inf<T>(), T(0)};
+  for (int off = 16; off > 0; off >>= 1) {
+    MaxSum<T> o{__shfl_xor_sync(0xffffffffu, v.m, off), __shfl_xor_sync(0xffffffffu, v.s, off)};
+    v = merge(v, o);
+  }
+  __syncthreads();  // the shared slots may be reused by the caller's next reduction
+  return v;
+}
+
+template <typename T> __device__ T block_sum(T v) {
+  __shared__ T sh[kWarps];
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) sh[warp] = v;
+  __syncthreads();
+  v = lane < kWarps ? sh[lane] : T(0);
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  __syncthreads();
+  return v;
+}
+
+// The row's (max, sum exp(x - max)) in one sweep. NaN entries propagate into s, as in torch.
+template <typename T> __device__ MaxSum<T> row_stats(const T* __restrict__ x, int64_t cols) {
+  MaxSum<T> v{neg_inf<T>(), T(0)};
+  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
+    const T xj = x[j];
+    if (xj != xj) { v.s = xj; continue; }  // NaN
+    v = merge(v, MaxSum<T>{xj, T(1)});
+  }
+  return block_merge(v);
+}
+
+template <typename T> __device__ __forceinline__ T row_lse(MaxSum<T> st) {
+  return isinf(st.m) ? st.m : st.m + dev_log(st.s);
+}
+
+template <typename T>
+__global__ void softmax_fwd_kernel(const T* __restrict__ X, T* __restrict__ Y, int64_t rows, int64_t cols, bool log) {
+  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+    const T* x = X + i * cols;
+    T* y = Y + i * cols;
+    MaxSum<T> st = row_stats(x, cols);
+    if (st.m == neg_inf<T>()) st.s = T(NAN);  // all -inf: torch gives NaN (exp(-inf - -inf))
+    if (log) {
+      const T ls = dev_log(st.s);
+      for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) y[j] = (x[j] - st.m) - ls;
+    } else {
+      const T inv = T(1) / st.s;
+      for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) y[j] = dev_exp(x[j] - st.m) * inv;
+    }
+  }
+}
+
+template <typename T>
+__global__ void softmax_bwd_kernel(const T* __restrict__ G, const T* __restrict__ Y, T* __restrict__ GX, int64_t rows,
+                                   int64_t cols, bool log) {
+  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+    const T* g = G + i * cols;
+    const T* y = Y + i * cols;
+    T* o = GX + i * cols;
+    T part = 0;
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) part += log ? g[j] : g[j] * y[j];
+    const T s = block_sum(part);
+    if (log)
+      for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) o[j] = g[j] - dev_exp(y[j]) * s;
+    else
+      for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) o[j] = y[j] * (g[j] - s);
+  }
+}
+
+template <typename T>
+__global__ void logsumexp_kernel(const T* __restrict__ X, T* __restrict__ O, int64_t rows, int64_t cols) {
+  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+    const MaxSum<T> st = row_stats(X + i * cols, cols);
+    if (threadIdx.x == 0) O[i] = row_lse(st);
+  }
+}
+
+// loss_i = (1 - eps) w[t] (lse - x[t]) + eps / C * sum_j w[j] (lse - x[j]); 0 for ignored rows.
+template <typename T>
+__global__ void cross_entropy_fwd_kernel(const T* __restrict__ X, const int64_t* __restrict__ Tg,
+                                         const T* __restrict__ Wt, double W, T* __restrict__ L,
+                                         double* __restrict__ LSE, int64_t rows, int64_t C, int64_t ignore_index,
+                                         double eps) {
+  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+    const int64_t t = Tg[i];
+    if (t == ignore_index) {
+      if (threadIdx.x == 0) { L[i] = T(0); LSE[i] = 0.0; }
+      continue;
+    }
+    const T* x = X + i * C;
+    MaxSum<T> st = row_stats(x, C);
+    if (st.m == neg_inf<T>()) st.s = T(NAN);
+    const double log_s = double(dev_log(st.s));
+    double smooth = 0.0;
+    if (eps > 0) {  // sum_j w[j] (x[j] - m)
+      T part = 0;
+      for (int64_t j = threadIdx.x; j < C; j += blockDim.x) part += (Wt ? Wt[j] : T(1)) * (x[j] - st.m);
+      smooth = double(block_sum(part));
+    }
+    if (threadIdx.x == 0) {
+      const double wt = Wt ? double(Wt[t]) : 1.0;
+      double l = (1.0 - eps) * wt * ((double(st.m) - double(x[t])) + log_s);
+      if (eps > 0) l += eps / double(C) * (W * log_s - smooth);
+      L[i] = T(l);
+      LSE[i] = isinf(st.m) ? double(st.m) : double(st.m) + log_s;
+    }
+  }
+}
+
+template <typename T>
+__global__ void cross_entropy_bwd_kernel(const T* __restrict__ G, const T* __restrict__ X,
+                                         const int64_t* __restrict__ Tg, const double* __restrict__ LSE,
+                                         const T* __restrict__ Wt, double W, T* __restrict__ GX, int64_t rows,
+                                         int64_t C, int64_t ignore_index, double eps) {
+  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+    T* o = GX + i * C;
+    const int64_t t = Tg[i];
+    if (t == ignore_index) {
+      for (int64_t k = threadIdx.x; k < C; k += blockDim.x) o[k] = T(0);
+      continue;
+    }
+    const T* x = X + i * C;
+    const double gi = double(G[i]), wt = Wt ? double(Wt[t]) : 1.0;
+    const T a = T(gi * ((1.0 - eps) * wt + eps / double(C) * W));
+    const T c = T(gi * eps / double(C));
+    const T b = T(gi * (1.0 - eps) * wt);
+    const T hi = T(LSE[i]), lo = T(LSE[i] - double(hi));
+    for (int64_t k = threadIdx.x; k < C; k += blockDim.x) {
+      T v = a * dev_exp((x[k] - hi) - lo) - c * (Wt ? Wt[k] : T(1));
+      o[k] = k == t ? v - b : v;
+    }
+  }
+}
+
+inline unsigned grid_rows(int64_t rows) { return unsigned(rows < 65535 * 16 ? (rows > 0 ? rows : 1) : 65535 * 16); }
+
+}  // namespace
+
+// Launchers: raw pointers and a stream in, the launch's error code out.
+#define TGB_SOFTMAX_LAUNCHERS(T, SUFFIX)                                                                             \
+  cudaError_t tgb_softmax_fwd_##SUFFIX(const T* x, T* y, int64_t rows, int64_t cols, bool log, cudaStream_t st) {   \
+    softmax_fwd_kernel<T><<<grid_rows(rows), kThreads, 0, st>>>(x, y, rows, cols, log);                              \
+    return cudaGetLastError();                                                                                        \
+  }                                                                                                                   \
+  cudaError_t tgb_softmax_bwd_##SUFFIX(const T* g, const T* y, T* gx, int64_t rows, int64_t cols, bool log,         \
+                                       cudaStream_t st) {                                                             \
+    softmax_bwd_kernel<T><<<grid_rows(rows), kThreads, 0, st>>>(g, y, gx, rows, cols, log);                          \
+    return cudaGetLastError();                                                                                        \
+  }                                                                                                                   \
+  cudaError_t tgb_logsumexp_##SUFFIX(const T* x, T* out, int64_t rows, int64_t cols, cudaStream_t st) {             \
+    logsumexp_kernel<T><<<grid_rows(rows), kThreads, 0, st>>>(x, out, rows, cols);                                  \
+    return cudaGetLastError();                                                                                        \
+  }                                                                                                                   \
+  cudaError_t tgb_cross_entropy_fwd_##SUFFIX(const T* x, const int64_t* t, const T* w, double W, T* loss,          \
+                                             double* lse, int64_t rows, int64_t C, int64_t ignore_index, double eps, \
+                                             cudaStream_t st) {                                                       \
+    cross_entropy_fwd_kernel<T><<<grid_rows(rows), kThreads, 0, st>>>(x, t, w, W, loss, lse, rows, C, ignore_index,  \
+                                                                     eps);                                            \
+    return cudaGetLastError();                                                                                        \
+  }                                                                                                                   \
+  cudaError_t tgb_cross_entropy_bwd_##SUFFIX(const T* g, const T* x, const int64_t* t, const double* lse,          \
+                                             const T* w, double W, T* gx, int64_t rows, int64_t C,                   \
+                                             int64_t ignore_index, double eps, cudaStream_t st) {                     \
+    cross_entropy_bwd_kernel<T><<<grid_rows(rows), kThreads, 0, st>>>(g, x, t, lse, w, W, gx, rows, C,              \
+                                                                     ignore_index, eps);                              \
+    return cudaGetLastError();                                                                                        \
+  }
+TGB_SOFTMAX_LAUNCHERS(float, f32)
+TGB_SOFTMAX_LAUNCHERS(double, f64)
