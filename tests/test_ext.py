@@ -1,0 +1,133 @@
+"""tinygrad_book.ext: the loader's cache, rebuild-on-change, concurrency, error messages; the SiLU op vs torch."""
+import os, subprocess, sys, textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tinygrad_book import ext
+
+DEVICES = ['cpu'] + ([pytest.param('cuda', marks=pytest.mark.cuda)] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+def test_silu_matches_torch(dtype, device):
+    x = (torch.randn(257, 33, dtype=torch.float64) * 8).to(dtype=dtype, device=device)
+    x[0, :4] = torch.tensor([0.0, 1e4, -1e4, -0.0])
+    xo, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+    yo, yr = ext.silu(xo), F.silu(xr)
+    g = torch.randn_like(yr)
+    yo.backward(g), yr.backward(g)
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(yo, yr, **tol)
+    torch.testing.assert_close(xo.grad, xr.grad, **tol)
+    xt = x.t()  # non-contiguous
+    torch.testing.assert_close(ext.silu(xt), F.silu(xt), **tol)
+
+
+def test_silu_gradcheck_and_fallback():
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(ext.silu, (x,))
+    assert torch.autograd.gradgradcheck(ext.silu, (x,))
+    h = torch.randn(8, dtype=torch.float16)
+    torch.testing.assert_close(ext.silu(h), F.silu(h))
+
+
+def test_silu_dispatches_to_compiled_kernel():
+    ext.load_ops('silu')
+    table = torch._C._dispatch_dump_table('tgb_silu::silu_fwd')
+    assert 'CPU' in table
+
+
+def test_cache_key_changes_with_source(tmp_path, monkeypatch):
+    src = tmp_path / 'k.cpp'
+    src.write_text('int f() { return 1; }\n')
+    k1 = ext._build_key([src], (['-O3'], []), False)
+    assert k1 == ext._build_key([src], (['-O3'], []), False)
+    src.write_text('int f() { return 2; }\n')
+    assert ext._build_key([src], (['-O3'], []), False) != k1
+    (tmp_path / 'k.h').write_text('// a header beside the source is part of the key\n')
+    k3 = ext._build_key([src], (['-O3'], []), False)
+    (tmp_path / 'k.h').write_text('// changed\n')
+    assert ext._build_key([src], (['-O3'], []), False) != k3
+    assert ext._build_key([src], (['-O2'], []), False) != ext._build_key([src], (['-O3'], []), False)
+
+
+def test_missing_compiler_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv('CXX', 'definitely-not-a-compiler-xyz')
+    with pytest.raises(ext.ExtensionBuildError, match='no C\\+\\+ compiler'):
+        ext.check_toolchain()
+
+
+def test_missing_source_is_a_clear_error():
+    with pytest.raises(ext.ExtensionBuildError, match='source file not found'):
+        ext.load_ext('nope', ['does_not_exist.cpp'])
+
+
+def test_cuda_sources_without_cuda_is_a_clear_error():
+    if torch.cuda.is_available(): pytest.skip('CUDA present')
+    with pytest.raises(ext.ExtensionBuildError, match='cuda.is_available'):
+        ext.load_ext('silu_cuda', ['silu_cuda.cpp', 'silu.cu'])
+
+
+def test_compile_error_is_reported_with_compiler_output(tmp_path, monkeypatch):
+    monkeypatch.setenv('TORCH_EXTENSIONS_DIR', str(tmp_path / 'cache'))
+    bad = tmp_path / 'bad.cpp'
+    bad.write_text('#include <torch/library.h>\nint broken( { return 0; }\n')
+    with pytest.raises(ext.ExtensionBuildError) as ei:
+        ext.load_ext('bad', [bad])
+    msg = str(ei.value)
+    assert "building extension 'bad'" in msg and 'bad.cpp' in msg
+
+
+def test_two_processes_build_the_same_extension_at_once(tmp_path):
+    """Both processes succeed; the build happens once (the second waits on the lock, then loads the result)."""
+    src = tmp_path / 'twice.cpp'
+    src.write_text(textwrap.dedent('''
+        #include <torch/library.h>
+        #include <ATen/ATen.h>
+        at::Tensor twice(const at::Tensor& x) { return x * 2; }
+        TORCH_LIBRARY(tgb_twice_test, m) { m.def("twice(Tensor x) -> Tensor"); }
+        TORCH_LIBRARY_IMPL(tgb_twice_test, CPU, m) { m.impl("twice", &twice); }
+    '''))
+    code = textwrap.dedent(f'''
+        import torch, time
+        from tinygrad_book import ext
+        t0 = time.perf_counter()
+        ext.load_ext('twice', [{str(src)!r}])
+        print(round(time.perf_counter() - t0, 2), torch.ops.tgb_twice_test.twice(torch.ones(2)).tolist())
+    ''')
+    env = {**os.environ, 'TORCH_EXTENSIONS_DIR': str(tmp_path / 'cache')}
+    procs = [subprocess.Popen([sys.executable, '-c', code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err
+        assert out.strip().endswith('[2.0, 2.0]'), out
+    builds = [d for d in (tmp_path / 'cache').iterdir() if d.is_dir()]
+    assert len(builds) == 1, builds
+    assert (builds[0] / '.complete').exists()
+
+
+def test_cli_build_and_check_cuda():
+    r = subprocess.run([sys.executable, '-m', 'tinygrad_book.ext', 'build', 'silu'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert 'silu' in r.stdout
+    r = subprocess.run([sys.executable, '-m', 'tinygrad_book.ext', 'check-cuda'], capture_output=True, text=True)
+    if ext._nvcc() is None:
+        assert r.returncode == 1 and 'nvcc' in r.stderr
+    else:
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert 'softmax.cu' in r.stdout and 'silu.cu' in r.stdout
+
+
+def test_bench_harness_quick():
+    from tinygrad_book import bench
+    rows = bench.run('softmax', quick=True, warmup=1, repeats=1, progress=False)
+    assert rows and all(r[2] > 0 and r[3] > 0 and abs(r[4] - r[2] / r[3]) < 1e-12 for r in rows)
+    table = bench.format_table(rows)
+    assert 'ours/ref' in table and 'cross_entropy fwd+bwd' in table
+    with pytest.raises(KeyError, match='no benchmark named'):
+        bench.cases_for('no_such_chapter')
