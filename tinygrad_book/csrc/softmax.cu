@@ -25,6 +25,28 @@ template <typename T> __device__ __forceinline__ T neg_inf() { return -INFINITY;
 
 template <typename T> struct MaxSum { T m, s; };
 
+// 16-byte vectors: one load instruction moves 4 floats or 2 doubles, which is what saturates HBM.
+template <typename T> struct Vec16;
+template <> struct Vec16<float> { using type = float4; static constexpr int n = 4; };
+template <> struct Vec16<double> { using type = double2; static constexpr int n = 2; };
+
+// Rows can be read as 16-byte vectors when every row starts 16-byte aligned.
+template <typename T> __device__ __forceinline__ bool vec_ok(const void* p, int64_t cols) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0 && cols % Vec16<T>::n == 0;
+}
+
+// Add one element to a thread's running (max, sum): one exp per element, a rescale only when the max grows.
+template <typename T> __device__ __forceinline__ void online_add(MaxSum<T>& v, T x) {
+  if (x > v.m) {
+    v.s = v.s * dev_exp(v.m - x) + T(1);  // v.m == -inf: exp(-inf) == 0, so s restarts at 1
+    v.m = x;
+  } else if (x != x) {
+    v.s = x;  // NaN propagates, as in torch
+  } else if (v.m != neg_inf<T>()) {
+    v.s += dev_exp(x - v.m);  // (an -inf element while the max is still -inf adds nothing)
+  }
+}
+
 // Merge two (max, sum) pairs. A side whose max is -inf contributes nothing (and no exp(-inf + inf) = NaN).
 template <typename T> __device__ __forceinline__ MaxSum<T> merge(MaxSum<T> a, MaxSum<T> b) {
   const T M = a.m > b.m ? a.m : b.m;
@@ -65,15 +87,48 @@ template <typename T> __device__ T block_sum(T v) {
   return v;
 }
 
-// The row's (max, sum exp(x - max)) in one sweep. NaN entries propagate into s, as in torch.
-template <typename T> __device__ MaxSum<T> row_stats(const T* __restrict__ x, int64_t cols) {
+// The row's (max, sum exp(x - max)) in one sweep of 16-byte loads.
+template <typename T> __device__ MaxSum<T> row_stats(const T* __restrict__ x, int64_t cols, bool vec) {
   MaxSum<T> v{neg_inf<T>(), T(0)};
-  for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) {
-    const T xj = x[j];
-    if (xj != xj) { v.s = xj; continue; }  // NaN
-    v = merge(v, MaxSum<T>{xj, T(1)});
+  if (vec) {
+    using V = typename Vec16<T>::type;
+    constexpr int N = Vec16<T>::n;
+    const V* xv = reinterpret_cast<const V*>(x);
+#pragma unroll 4
+    for (int64_t j = threadIdx.x; j < cols / N; j += blockDim.x) {
+      const V q = xv[j];
+      const T* e = reinterpret_cast<const T*>(&q);
+#pragma unroll
+      for (int k = 0; k < N; ++k) online_add(v, e[k]);
+    }
+  } else {
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) online_add(v, x[j]);
   }
   return block_merge(v);
+}
+
+// y[j] = f(x[j], j) over a row (and optionally a second input row g), with 16-byte loads and stores when aligned.
+template <typename T, typename F>
+__device__ __forceinline__ void row_map(const T* __restrict__ x, const T* __restrict__ g, T* __restrict__ y,
+                                        int64_t cols, bool vec, F f) {
+  if (vec) {
+    using V = typename Vec16<T>::type;
+    constexpr int N = Vec16<T>::n;
+#pragma unroll 4
+    for (int64_t j = threadIdx.x; j < cols / N; j += blockDim.x) {
+      const V qx = reinterpret_cast<const V*>(x)[j];
+      V qg = qx;
+      if (g) qg = reinterpret_cast<const V*>(g)[j];
+      V qy;
+      const T *ex = reinterpret_cast<const T*>(&qx), *eg = reinterpret_cast<const T*>(&qg);
+      T* ey = reinterpret_cast<T*>(&qy);
+#pragma unroll
+      for (int k = 0; k < N; ++k) ey[k] = f(ex[k], eg[k], j * N + k);
+      reinterpret_cast<V*>(y)[j] = qy;
+    }
+  } else {
+    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) y[j] = f(x[j], g ? g[j] : x[j], j);
+  }
 }
 
 template <typename T> __device__ __forceinline__ T row_lse(MaxSum<T> st) {
@@ -82,42 +137,57 @@ template <typename T> __device__ __forceinline__ T row_lse(MaxSum<T> st) {
 
 template <typename T>
 __global__ void softmax_fwd_kernel(const T* __restrict__ X, T* __restrict__ Y, int64_t rows, int64_t cols, bool log) {
+  const bool vec = vec_ok<T>(X, cols) && vec_ok<T>(Y, cols);
   for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
     const T* x = X + i * cols;
-    T* y = Y + i * cols;
-    MaxSum<T> st = row_stats(x, cols);
+    MaxSum<T> st = row_stats(x, cols, vec);
     if (st.m == neg_inf<T>()) st.s = T(NAN);  // all -inf: torch gives NaN (exp(-inf - -inf))
+    const T m = st.m;
     if (log) {
       const T ls = dev_log(st.s);
-      for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) y[j] = (x[j] - st.m) - ls;
+      row_map(x, (const T*)nullptr, Y + i * cols, cols, vec, [=](T xj, T, int64_t) { return (xj - m) - ls; });
     } else {
       const T inv = T(1) / st.s;
-      for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) y[j] = dev_exp(x[j] - st.m) * inv;
+      row_map(x, (const T*)nullptr, Y + i * cols, cols, vec, [=](T xj, T, int64_t) { return dev_exp(xj - m) * inv; });
     }
   }
 }
 
+// dx = y * (g - sum(g * y)) for softmax; dx = g - exp(y) * sum(g) for log_softmax.
 template <typename T>
 __global__ void softmax_bwd_kernel(const T* __restrict__ G, const T* __restrict__ Y, T* __restrict__ GX, int64_t rows,
                                    int64_t cols, bool log) {
+  const bool vec = vec_ok<T>(G, cols) && vec_ok<T>(Y, cols) && vec_ok<T>(GX, cols);
   for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
     const T* g = G + i * cols;
     const T* y = Y + i * cols;
-    T* o = GX + i * cols;
     T part = 0;
-    for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) part += log ? g[j] : g[j] * y[j];
+    if (vec) {
+      using V = typename Vec16<T>::type;
+      constexpr int N = Vec16<T>::n;
+#pragma unroll 4
+      for (int64_t j = threadIdx.x; j < cols / N; j += blockDim.x) {
+        const V qg = reinterpret_cast<const V*>(g)[j], qy = reinterpret_cast<const V*>(y)[j];
+        const T *eg = reinterpret_cast<const T*>(&qg), *ey = reinterpret_cast<const T*>(&qy);
+#pragma unroll
+        for (int k = 0; k < N; ++k) part += log ? eg[k] : eg[k] * ey[k];
+      }
+    } else {
+      for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) part += log ? g[j] : g[j] * y[j];
+    }
     const T s = block_sum(part);
     if (log)
-      for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) o[j] = g[j] - dev_exp(y[j]) * s;
+      row_map(y, g, GX + i * cols, cols, vec, [=](T yj, T gj, int64_t) { return gj - dev_exp(yj) * s; });
     else
-      for (int64_t j = threadIdx.x; j < cols; j += blockDim.x) o[j] = y[j] * (g[j] - s);
+      row_map(y, g, GX + i * cols, cols, vec, [=](T yj, T gj, int64_t) { return yj * (gj - s); });
   }
 }
 
 template <typename T>
 __global__ void logsumexp_kernel(const T* __restrict__ X, T* __restrict__ O, int64_t rows, int64_t cols) {
+  const bool vec = vec_ok<T>(X, cols);
   for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
-    const MaxSum<T> st = row_stats(X + i * cols, cols);
+    const MaxSum<T> st = row_stats(X + i * cols, cols, vec);
     if (threadIdx.x == 0) O[i] = row_lse(st);
   }
 }
@@ -128,6 +198,7 @@ __global__ void cross_entropy_fwd_kernel(const T* __restrict__ X, const int64_t*
                                          const T* __restrict__ Wt, double W, T* __restrict__ L,
                                          double* __restrict__ LSE, int64_t rows, int64_t C, int64_t ignore_index,
                                          double eps) {
+  const bool vec = vec_ok<T>(X, C);
   for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
     const int64_t t = Tg[i];
     if (t == ignore_index) {
@@ -135,7 +206,7 @@ __global__ void cross_entropy_fwd_kernel(const T* __restrict__ X, const int64_t*
       continue;
     }
     const T* x = X + i * C;
-    MaxSum<T> st = row_stats(x, C);
+    MaxSum<T> st = row_stats(x, C, vec);
     if (st.m == neg_inf<T>()) st.s = T(NAN);
     const double log_s = double(dev_log(st.s));
     double smooth = 0.0;
@@ -154,28 +225,29 @@ __global__ void cross_entropy_fwd_kernel(const T* __restrict__ X, const int64_t*
   }
 }
 
+// d loss_i / d x_ik = g_i [ (1-eps) w[t] (p_ik - [k==t]) + eps/C (W p_ik - w[k]) ],  p_ik = exp(x_ik - lse_i)
 template <typename T>
 __global__ void cross_entropy_bwd_kernel(const T* __restrict__ G, const T* __restrict__ X,
                                          const int64_t* __restrict__ Tg, const double* __restrict__ LSE,
                                          const T* __restrict__ Wt, double W, T* __restrict__ GX, int64_t rows,
                                          int64_t C, int64_t ignore_index, double eps) {
+  const bool vec = vec_ok<T>(X, C) && vec_ok<T>(GX, C) && (Wt == nullptr || vec_ok<T>(Wt, C));
   for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
     T* o = GX + i * C;
     const int64_t t = Tg[i];
     if (t == ignore_index) {
-      for (int64_t k = threadIdx.x; k < C; k += blockDim.x) o[k] = T(0);
+      row_map(o, (const T*)nullptr, o, C, vec, [](T, T, int64_t) { return T(0); });
       continue;
     }
-    const T* x = X + i * C;
     const double gi = double(G[i]), wt = Wt ? double(Wt[t]) : 1.0;
     const T a = T(gi * ((1.0 - eps) * wt + eps / double(C) * W));
     const T c = T(gi * eps / double(C));
     const T b = T(gi * (1.0 - eps) * wt);
-    const T hi = T(LSE[i]), lo = T(LSE[i] - double(hi));
-    for (int64_t k = threadIdx.x; k < C; k += blockDim.x) {
-      T v = a * dev_exp((x[k] - hi) - lo) - c * (Wt ? Wt[k] : T(1));
-      o[k] = k == t ? v - b : v;
-    }
+    const T hi = T(LSE[i]), lo = T(LSE[i] - double(hi));  // lse = hi + lo keeps float64 precision
+    row_map(X + i * C, Wt, o, C, vec, [=](T xk, T wk, int64_t k) {
+      const T v = a * dev_exp((xk - hi) - lo) - c * (Wt ? wk : T(1));
+      return k == t ? v - b : v;
+    });
   }
 }
 
