@@ -344,3 +344,14 @@ def test_property_cross_entropy_and_softmax(rows, cols, scale, seed, dtype, ls):
     torch.testing.assert_close(p.sum(-1), torch.ones(rows, dtype=dtype), rtol=1e-5, atol=1e-5)
     # shift invariance: softmax(x + c) == softmax(x)
     assert_close(S.softmax(x + 100.0), torch.softmax(x + 100.0, -1), dtype)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_cuda_bad_index_clear_error_and_raw_op_never_reads_out_of_bounds():
+    x = torch.randn(3, 4, device='cuda')
+    with pytest.raises(IndexError, match='out of bounds'):
+        S.cross_entropy(x, torch.tensor([0, 9, 1], device='cuda'))
+    loss, lse = S._ops().cross_entropy_fwd(x, torch.tensor([0, 9, 1], device='cuda'), None, -100, 0.0)
+    assert torch.isnan(loss[1]) and not torch.isnan(loss[[0, 2]]).any()
+    torch.cuda.synchronize()  # no illegal memory access was raised

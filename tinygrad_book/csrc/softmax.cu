@@ -205,6 +205,10 @@ __global__ void cross_entropy_fwd_kernel(const T* __restrict__ X, const int64_t*
       if (threadIdx.x == 0) { L[i] = T(0); LSE[i] = 0.0; }
       continue;
     }
+    if (t < 0 || t >= C) {  // never read out of bounds; the Python wrapper raises before this can happen
+      if (threadIdx.x == 0) { L[i] = T(NAN); LSE[i] = NAN; }
+      continue;
+    }
     const T* x = X + i * C;
     MaxSum<T> st = row_stats(x, C, vec);
     if (st.m == neg_inf<T>()) st.s = T(NAN);
@@ -235,8 +239,9 @@ __global__ void cross_entropy_bwd_kernel(const T* __restrict__ G, const T* __res
   for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
     T* o = GX + i * C;
     const int64_t t = Tg[i];
-    if (t == ignore_index) {
-      row_map(o, (const T*)nullptr, o, C, vec, [](T, T, int64_t) { return T(0); });
+    if (t == ignore_index || t < 0 || t >= C) {  // ignored: zero gradient; out of range: NaN, never an OOB read
+      const T fill = t == ignore_index ? T(0) : T(NAN);
+      row_map(o, (const T*)nullptr, o, C, vec, [=](T, T, int64_t) { return fill; });
       continue;
     }
     const double gi = double(G[i]), wt = Wt ? double(Wt[t]) : 1.0;
