@@ -20,35 +20,18 @@ from pathlib import Path
 
 import yaml
 
+from nbtools import directives, src
+
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT / 'nbs'
-DIRECTIVE = re.compile(r'^\s*#\s*\|\s?(.*)$')
 HIDE_FLAGS = {'hide', 'exporti', 'default_exp'}
 PLUMBING = re.compile(r'^\s*(from\s+nbdev\b|import\s+nbdev\b)|nbdev_export\s*\(', re.M)
 
 
-def src(cell):
-    s = cell.get('source', '')
-    return ''.join(s) if isinstance(s, list) else s
-
-
-def split_directives(code):
-    "(flags, Quarto option lines, code) for the `#|` lines at the top of a cell."
-    lines = code.split('\n')
-    flags, opts = set(), []
-    while lines and (DIRECTIVE.match(lines[0]) or (not lines[0].strip() and any(DIRECTIVE.match(l) for l in lines[1:2]))):
-        line = lines.pop(0)
-        m = DIRECTIVE.match(line)
-        if not m: continue
-        d = m.group(1).strip()
-        if re.match(r'[\w-]+\s*:', d): opts.append(d)      # a Quarto option: key: value
-        elif d: flags.add(d.split()[0])                    # an nbdev directive: export, hide, slow, ...
-    return flags, opts, '\n'.join(lines)
-
-
 def proc_code(cell):
     "The cell for the site, or None to drop it."
-    flags, opts, code = split_directives(src(cell))
+    # `#|` or `# |` lines, a blank line between them allowed; Quarto option lines (key: value) are kept as written
+    flags, _, opts, code = directives(src(cell), blanks='before-directive', spaced=True)
     if flags & HIDE_FLAGS or PLUMBING.search(code): return None
     try: parsed = yaml.safe_load('\n'.join(opts)) if opts else {}
     except yaml.YAMLError: parsed = {}

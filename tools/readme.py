@@ -13,28 +13,13 @@ are rewritten so they work from the repository root (the notebook lives in nbs/)
 import argparse, json, os, re, sys
 from pathlib import Path
 
+from nbtools import directives, src
+
 ROOT = Path(__file__).resolve().parent.parent
 NB = ROOT / 'nbs' / 'index.ipynb'
 README = ROOT / 'README.md'
 HEADER = '<!-- Generated from nbs/index.ipynb by tools/readme.py; do not edit: edit the notebook and run `make readme`. -->\n\n'
 ANSI = re.compile(r'\x1b\[[0-9;]*[A-Za-z]')
-
-
-def src(cell):
-    s = cell.get('source', '')
-    return ''.join(s) if isinstance(s, list) else s
-
-
-def directives(code):
-    "Split leading `#|` lines into (options dict, flags set, rest of code)."
-    lines = code.split('\n')
-    opts, flags = {}, set()
-    while lines and re.match(r'\s*#\|', lines[0]):
-        d = re.sub(r'^\s*#\|\s*', '', lines.pop(0)).strip()
-        m = re.match(r'([\w-]+)\s*:\s*(.*)$', d)
-        if m: opts[m.group(1)] = m.group(2).strip().strip('"\'').lower()
-        elif d: flags.add(d.split()[0])
-    return opts, flags, '\n'.join(lines).strip('\n')
 
 
 def fence(text, lang=''):
@@ -81,7 +66,8 @@ def convert(nb):
         if kind == 'markdown':
             if s.strip(): out.append(fix_links(s.strip('\n')) + '\n')
         elif kind == 'code':
-            opts, flags, code = directives(s)
+            flags, opts, _, code = directives(s)  # the block is `#|` lines only: a blank line ends it
+            code = code.strip('\n')
             if 'hide' in flags or 'exporti' in flags or 'default_exp' in flags: continue
             if opts.get('include') == 'false': continue
             if 'nbdev_export(' in code or re.search(r'^\s*(from|import) nbdev\b', code, re.M): continue

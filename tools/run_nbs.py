@@ -17,33 +17,15 @@ Incremental: a hash of the notebook's code cells, of every file under tinygrad_b
 (the *.py modules and csrc/), and of whether CUDA is available is stored in
 .cache/exec/<notebook>.hash after a successful run; a notebook whose hash is unchanged is skipped.
 """
-import argparse, hashlib, json, os, re, subprocess, sys, time
+import argparse, hashlib, json, os, subprocess, sys, time
 from pathlib import Path
+
+from nbtools import directives, src
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS, LIB = ROOT / 'nbs', ROOT / 'tinygrad_book'
 STAMPS = ROOT / '.cache' / 'exec'
 VERSION = '1'  # bump to invalidate every stored hash
-
-
-def directives(source):
-    "The `#|` lines at the top of a cell: (flags such as {'cuda','slow'}, options such as {'eval': 'false'})."
-    flags, opts = set(), {}
-    for line in source.split('\n'):
-        m = re.match(r'\s*#\|\s*(.*)$', line)
-        if not m:
-            if line.strip(): break
-            continue
-        d = m.group(1).strip()
-        o = re.match(r'([\w-]+)\s*:\s*(.*)$', d)
-        if o: opts[o.group(1)] = o.group(2).strip().strip('"\'').lower()
-        elif d: flags.add(d.split()[0])
-    return flags, opts
-
-
-def cell_src(cell):
-    s = cell.get('source', '')
-    return ''.join(s) if isinstance(s, list) else s
 
 
 def lib_files():
@@ -63,7 +45,7 @@ def nb_hash(nb_path, lib_digest, cuda):
     nb = json.loads(Path(nb_path).read_text(encoding='utf-8'))
     h = hashlib.sha256(f'v{VERSION} cuda={cuda} lib={lib_digest}\n'.encode())
     for c in nb.get('cells', []):
-        if c.get('cell_type') == 'code': h.update(b'\0cell\0' + cell_src(c).encode())
+        if c.get('cell_type') == 'code': h.update(b'\0cell\0' + src(c).encode())
     return h.hexdigest()
 
 
@@ -94,7 +76,8 @@ def run_one(nb_path):
 
     def preproc(cell):  # True means skip
         if cell.cell_type != 'code': return True
-        flags, opts = directives(cell.source)
+        # the `#|` lines at the top, blank lines among them skipped: flags such as {'cuda'}, options such as {'eval': 'false'}
+        flags, opts, _, _ = directives(cell.source, blanks='skip')
         skip = None
         if 'cuda' in flags and not cuda: skip = 'cuda (no GPU)'
         elif opts.get('eval') == 'false': skip = 'eval: false'
