@@ -6,14 +6,14 @@
 __all__ = ['CSRC', 'cache_dir', 'ExtensionBuildError', 'check_toolchain', 'load_ext', 'cpu_extensions', 'load_ops', 'show_source',
            'silu', 'build_all', 'check_cuda', 'main']
 
-# %% ../nbs/00_ext.ipynb #b5a1d50d
+# %% ../nbs/00_ext.ipynb #6840d74b
 import os, sys, time, functools, hashlib, shutil, fcntl, platform, subprocess, argparse, importlib.util
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-# %% ../nbs/00_ext.ipynb #3f2e1c36
+# %% ../nbs/00_ext.ipynb #8eb63d05
 CSRC = Path(importlib.util.find_spec('tinygrad_book').origin).parent/'csrc'
 
 def cache_dir() -> Path:
@@ -24,7 +24,7 @@ def cache_dir() -> Path:
 class ExtensionBuildError(RuntimeError):
     "A compiled extension could not be built or loaded; the message says what is missing or what failed."
 
-# %% ../nbs/00_ext.ipynb #62f9a723
+# %% ../nbs/00_ext.ipynb #8931e0cb
 def _ensure_ninja():
     from torch.utils.cpp_extension import is_ninja_available
     bin_dir = str(Path(sys.executable).parent)
@@ -47,7 +47,7 @@ def check_toolchain(cuda: bool = False):
     if cuda and not _nvcc():
         raise ExtensionBuildError("CUDA sources need `nvcc`, which was not found: install the CUDA toolkit or set CUDA_HOME")
 
-# %% ../nbs/00_ext.ipynb #b9a83eed
+# %% ../nbs/00_ext.ipynb #29b7914e
 def _cpu_id() -> str:
     "The CPU model and feature flags: part of the cache key because builds use -march=native."
     try:
@@ -78,7 +78,7 @@ def _file_lock(path: Path):
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
-# %% ../nbs/00_ext.ipynb #d8d03ebd
+# %% ../nbs/00_ext.ipynb #594eaf54
 _loaded = {}  # build key -> library path, for this process
 
 def load_ext(name: str, sources, *, cuda=None, extra_cflags=(), verbose=False) -> Path:
@@ -116,7 +116,7 @@ def load_ext(name: str, sources, *, cuda=None, extra_cflags=(), verbose=False) -
     _loaded[full_name] = lib
     return lib
 
-# %% ../nbs/00_ext.ipynb #628a2bdc
+# %% ../nbs/00_ext.ipynb #39625b2b
 def cpu_extensions():
     "Names of the book's op libraries: every `csrc/NAME.cpp` that is not a CUDA binding."
     return sorted(p.stem for p in CSRC.glob('*.cpp') if not p.stem.endswith('_cuda'))
@@ -130,7 +130,7 @@ def load_ops(name: str, cuda=None):
     if cuda: load_ext(f'{name}_cuda', [f'{name}_cuda.cpp', f'{name}.cu'], cuda=True)
     return getattr(torch.ops, f'tgb_{name}')
 
-# %% ../nbs/00_ext.ipynb #b19c8f4c
+# %% ../nbs/00_ext.ipynb #90d1c5d8
 def show_source(fname: str, start: str = None, end: str = None):
     "Print `csrc/fname`, or the lines from the first containing `start` through the first after it containing `end`."
     lines = (CSRC/fname).read_text().splitlines()
@@ -138,7 +138,7 @@ def show_source(fname: str, start: str = None, end: str = None):
     j = next((k for k in range(i, len(lines)) if end in lines[k]), len(lines)-1) if end else len(lines)-1
     print('\n'.join(lines[i:j+1]))
 
-# %% ../nbs/00_ext.ipynb #db2e6d17
+# %% ../nbs/00_ext.ipynb #5f8e8661
 class _SiLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
@@ -163,7 +163,7 @@ def silu(x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.silu(x)  # other dtypes/devices: torch's own op
     return _SiLU.apply(x)
 
-# %% ../nbs/00_ext.ipynb #142c56f0
+# %% ../nbs/00_ext.ipynb #bd14e2cb
 def build_all(names=None):
     "Build (or load from the cache) every CPU op library; return {name: seconds}."
     times = {}

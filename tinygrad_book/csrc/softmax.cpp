@@ -27,22 +27,40 @@ constexpr int64_t CHUNK = 2048;  // elements per chunk: 8 KiB of float32 stays i
 // Statistics of one row: its max m and s = sum(exp(x - m)), accumulated across chunks in double.
 template <typename T> struct RowStats { T max; double sum; };
 
+// Fold the max of x[c0:c1] into the running max m; if it grew, rescale the running sum s to the new max.
 template <typename T>
-static RowStats<T> row_stats(const T* x, int64_t n) {
+static inline void update_max(const T* x, int64_t c0, int64_t c1, T& m, double& s) {
+  T cm = -INFINITY;
+#pragma omp simd reduction(max : cm)
+  for (int64_t j = c0; j < c1; ++j) cm = x[j] > cm ? x[j] : cm;
+  if (cm > m) {
+    s *= std::exp(double(m) - double(cm));
+    m = cm;
+  }
+}
+
+// One sweep of a row: the max and the sum of exp(x - max). With `exps`, each chunk's exponentials are also written
+// there, relative to the running max of the moment, which is appended to `chunk_max` (softmax_row rescales them).
+template <typename T>
+static RowStats<T> row_stats(const T* x, int64_t n, T* exps = nullptr, std::vector<T>* chunk_max = nullptr) {
   T m = -INFINITY;
   double s = 0.0;
   for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
     const int64_t c1 = std::min(n, c0 + CHUNK);
-    T cm = -INFINITY;
-#pragma omp simd reduction(max : cm)
-    for (int64_t j = c0; j < c1; ++j) cm = x[j] > cm ? x[j] : cm;
-    if (cm > m) {  // a new running max: rescale what was summed so far
-      s *= std::exp(double(m) - double(cm));
-      m = cm;
-    }
+    update_max(x, c0, c1, m, s);
     T cs = 0;
+    if (exps) {
 #pragma omp simd reduction(+ : cs)
-    for (int64_t j = c0; j < c1; ++j) cs += exp_fast<T>(x[j] - m);
+      for (int64_t j = c0; j < c1; ++j) {
+        const T e = exp_fast<T>(x[j] - m);
+        exps[j] = e;
+        cs += e;
+      }
+      chunk_max->push_back(m);
+    } else {
+#pragma omp simd reduction(+ : cs)
+      for (int64_t j = c0; j < c1; ++j) cs += exp_fast<T>(x[j] - m);
+    }
     s += double(cs);
   }
   return {m, s};
@@ -83,35 +101,15 @@ static void check_matrix(const at::Tensor& x, const char* name) {
 
 // ---- kernels: plain loops over raw pointers, one template per op (a #pragma cannot sit inside AT_DISPATCH) ----
 
-// softmax of one row with one exp per element: each chunk's exps are written relative to the running max of the
-// moment (remembered per chunk), then one pass over the row, still in L2, rescales them to the final max and sum.
+// softmax of one row with one exp per element: row_stats writes each chunk's exps relative to the running max of
+// the moment; one more pass over the row, still in L2, rescales them to the final max and sum.
 template <typename T>
 static void softmax_row(const T* x, T* y, int64_t n, std::vector<T>& chunk_max) {
   chunk_max.clear();
-  T m = -INFINITY;
-  double s = 0.0;
-  for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
-    const int64_t c1 = std::min(n, c0 + CHUNK);
-    T cm = -INFINITY;
-#pragma omp simd reduction(max : cm)
-    for (int64_t j = c0; j < c1; ++j) cm = x[j] > cm ? x[j] : cm;
-    if (cm > m) {
-      s *= std::exp(double(m) - double(cm));
-      m = cm;
-    }
-    T cs = 0;
-#pragma omp simd reduction(+ : cs)
-    for (int64_t j = c0; j < c1; ++j) {
-      const T e = exp_fast<T>(x[j] - m);
-      y[j] = e;
-      cs += e;
-    }
-    s += double(cs);
-    chunk_max.push_back(m);
-  }
+  const auto st = row_stats(x, n, y, &chunk_max);
   for (int64_t c0 = 0, c = 0; c0 < n; c0 += CHUNK, ++c) {
     const int64_t c1 = std::min(n, c0 + CHUNK);
-    const T f = T(std::exp(double(chunk_max[c]) - double(m)) / s);
+    const T f = T(std::exp(double(chunk_max[c]) - double(st.max)) / st.sum);
 #pragma omp simd
     for (int64_t j = c0; j < c1; ++j) y[j] *= f;
   }
