@@ -12,8 +12,8 @@
 
 namespace {
 
-constexpr int kThreads = 512;
-constexpr int kWarps = kThreads / 32;
+constexpr int kThreads = 512;  // threads per block (one block per row) for the streaming kernels
+constexpr int kMaxWarps = 32;  // 1024 threads at most: the size of the shared arrays of the block reductions
 
 template <typename T> __device__ __forceinline__ T dev_exp(T x);
 template <> __device__ __forceinline__ float dev_exp<float>(float x) { return expf(x); }
@@ -58,7 +58,7 @@ template <typename T> __device__ __forceinline__ MaxSum<T> merge(MaxSum<T> a, Ma
 
 // Block-wide merge of every thread's pair; every thread gets the row's result.
 template <typename T> __device__ MaxSum<T> block_merge(MaxSum<T> v) {
-  __shared__ T sm[kWarps], ss[kWarps];
+  __shared__ T sm[kMaxWarps], ss[kMaxWarps];
   for (int off = 16; off > 0; off >>= 1) {
     MaxSum<T> o{__shfl_xor_sync(0xffffffffu, v.m, off), __shfl_xor_sync(0xffffffffu, v.s, off)};
     v = merge(v, o);
@@ -66,7 +66,7 @@ template <typename T> __device__ MaxSum<T> block_merge(MaxSum<T> v) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (lane == 0) { sm[warp] = v.m; ss[warp] = v.s; }
   __syncthreads();
-  v = lane < kWarps ? MaxSum<T>{sm[lane], ss[lane]} : MaxSum<T>{neg_inf<T>(), T(0)};
+  v = lane < int(blockDim.x / 32) ? MaxSum<T>{sm[lane], ss[lane]} : MaxSum<T>{neg_inf<T>(), T(0)};
   for (int off = 16; off > 0; off >>= 1) {
     MaxSum<T> o{__shfl_xor_sync(0xffffffffu, v.m, off), __shfl_xor_sync(0xffffffffu, v.s, off)};
     v = merge(v, o);
@@ -75,16 +75,25 @@ template <typename T> __device__ MaxSum<T> block_merge(MaxSum<T> v) {
   return v;
 }
 
-template <typename T> __device__ T block_sum(T v) {
-  __shared__ T sh[kWarps];
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+// Block-wide reduction with `op` (sum or max); every thread gets the result.
+template <typename T, typename Op> __device__ T block_reduce(T v, Op op, T identity) {
+  __shared__ T sh[kMaxWarps];
+  for (int off = 16; off > 0; off >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, off));
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   if (lane == 0) sh[warp] = v;
   __syncthreads();
-  v = lane < kWarps ? sh[lane] : T(0);
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  v = lane < int(blockDim.x / 32) ? sh[lane] : identity;
+  for (int off = 16; off > 0; off >>= 1) v = op(v, __shfl_xor_sync(0xffffffffu, v, off));
   __syncthreads();
   return v;
+}
+
+template <typename T> __device__ T block_sum(T v) {
+  return block_reduce(v, [](T a, T b) { return a + b; }, T(0));
+}
+// Max that ignores NaN (a NaN row is caught by the sum of exps instead).
+template <typename T> __device__ T block_max(T v) {
+  return block_reduce(v, [](T a, T b) { return b > a ? b : a; }, neg_inf<T>());
 }
 
 // The row's (max, sum exp(x - max)) in one sweep of 16-byte loads.
@@ -133,6 +142,76 @@ __device__ __forceinline__ void row_map(const T* __restrict__ x, const T* __rest
 
 template <typename T> __device__ __forceinline__ T row_lse(MaxSum<T> st) {
   return isinf(st.m) ? st.m : st.m + dev_log(st.s);
+}
+
+// Softmax of rows that fit in registers (VPT 16-byte vectors per thread): the row is read from memory once,
+// its max and sum reduced across the block, and each exp computed once. One read and one write per element,
+// where the streaming kernel below reads the row twice.
+template <typename T, int VPT>
+__global__ void __launch_bounds__(1024) softmax_fwd_regs_kernel(const T* __restrict__ X, T* __restrict__ Y,
+                                                                 int64_t rows, int64_t cols, bool log) {
+  using V = typename Vec16<T>::type;
+  constexpr int N = Vec16<T>::n;
+  const int64_t nv = cols / N;
+  for (int64_t i = blockIdx.x; i < rows; i += gridDim.x) {
+    const V* xv = reinterpret_cast<const V*>(X + i * cols);
+    V q[VPT];
+    T m = neg_inf<T>();
+#pragma unroll
+    for (int k = 0; k < VPT; ++k) {
+      const int64_t j = threadIdx.x + int64_t(k) * blockDim.x;
+      if (j < nv) {
+        q[k] = xv[j];
+        const T* e = reinterpret_cast<const T*>(&q[k]);
+#pragma unroll
+        for (int n = 0; n < N; ++n) m = e[n] > m ? e[n] : m;
+      }
+    }
+    m = block_max(m);  // all -inf: m = -inf, x - m = NaN, and the row is NaN as in torch
+    T s = 0;
+#pragma unroll
+    for (int k = 0; k < VPT; ++k) {
+      if (threadIdx.x + int64_t(k) * blockDim.x < nv) {
+        T* e = reinterpret_cast<T*>(&q[k]);
+#pragma unroll
+        for (int n = 0; n < N; ++n) {
+          const T p = dev_exp(e[n] - m);
+          s += p;
+          if (!log) e[n] = p;  // keep exp(x - m) for the output
+        }
+      }
+    }
+    s = block_sum(s);
+    const T ls = dev_log(s), inv = T(1) / s;
+    V* yv = reinterpret_cast<V*>(Y + i * cols);
+#pragma unroll
+    for (int k = 0; k < VPT; ++k) {
+      const int64_t j = threadIdx.x + int64_t(k) * blockDim.x;
+      if (j < nv) {
+        T* e = reinterpret_cast<T*>(&q[k]);
+#pragma unroll
+        for (int n = 0; n < N; ++n) e[n] = log ? (e[n] - m) - ls : e[n] * inv;
+        yv[j] = q[k];
+      }
+    }
+  }
+}
+
+// Launch the register kernel when the rows are 16-byte aligned and fit in registers (1024 threads x 8 float4, or
+// x 4 double2: more would spill); otherwise return false and the streaming kernel runs.
+template <typename T>
+bool launch_softmax_fwd_regs(const T* x, T* y, int64_t rows, int64_t cols, bool log, unsigned grid, cudaStream_t st) {
+  constexpr int N = Vec16<T>::n, kMaxVpt = sizeof(T) == 4 ? 8 : 4;
+  if (reinterpret_cast<uintptr_t>(x) % 16 || reinterpret_cast<uintptr_t>(y) % 16 || cols % N) return false;
+  const int64_t nv = cols / N;
+  if (nv == 0 || nv > 1024 * kMaxVpt) return false;
+  const int threads = nv > 512 * kMaxVpt ? 1024 : nv > 128 * kMaxVpt ? 512 : 128;
+  const int64_t vpt = (nv + threads - 1) / threads;
+  if (vpt <= 1) softmax_fwd_regs_kernel<T, 1><<<grid, threads, 0, st>>>(x, y, rows, cols, log);
+  else if (vpt <= 2) softmax_fwd_regs_kernel<T, 2><<<grid, threads, 0, st>>>(x, y, rows, cols, log);
+  else if (vpt <= 4) softmax_fwd_regs_kernel<T, 4><<<grid, threads, 0, st>>>(x, y, rows, cols, log);
+  else if constexpr (kMaxVpt == 8) softmax_fwd_regs_kernel<T, 8><<<grid, threads, 0, st>>>(x, y, rows, cols, log);
+  return true;
 }
 
 template <typename T>
@@ -263,7 +342,8 @@ inline unsigned grid_rows(int64_t rows) { return unsigned(rows < 65535 * 16 ? (r
 // Launchers: raw pointers and a stream in, the launch's error code out.
 #define TGB_SOFTMAX_LAUNCHERS(T, SUFFIX)                                                                             \
   cudaError_t tgb_softmax_fwd_##SUFFIX(const T* x, T* y, int64_t rows, int64_t cols, bool log, cudaStream_t st) {   \
-    softmax_fwd_kernel<T><<<grid_rows(rows), kThreads, 0, st>>>(x, y, rows, cols, log);                              \
+    if (!launch_softmax_fwd_regs<T>(x, y, rows, cols, log, grid_rows(rows), st))                                      \
+      softmax_fwd_kernel<T><<<grid_rows(rows), kThreads, 0, st>>>(x, y, rows, cols, log);                            \
     return cudaGetLastError();                                                                                        \
   }                                                                                                                   \
   cudaError_t tgb_softmax_bwd_##SUFFIX(const T* g, const T* y, T* gx, int64_t rows, int64_t cols, bool log,         \
