@@ -6,13 +6,13 @@
 __all__ = ['USE_KERNELS', 'softmax', 'log_softmax', 'logsumexp', 'cross_entropy', 'binary_cross_entropy_with_logits',
            'TemperatureScaler', 'ece', 'reliability_diagram', 'softmax_benchmarks']
 
-# %% ../nbs/04_softmax.ipynb #de52816b
+# %% ../nbs/04_softmax.ipynb #be5372d5
 import math, os
 import torch
 from torch import Tensor
 from .ext import load_ops
 
-# %% ../nbs/04_softmax.ipynb #1add4f3a
+# %% ../nbs/04_softmax.ipynb #9b9bd714
 USE_KERNELS = os.environ.get('TINYGRAD_BOOK_KERNELS', '1') != '0'  # False: always use the pure-torch path
 
 def _ops(): return load_ops('softmax')
@@ -46,7 +46,7 @@ def _upcast(x: Tensor) -> Tensor:
     "16-bit floats are reduced in float32, as torch does."
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
-# %% ../nbs/04_softmax.ipynb #31133680
+# %% ../nbs/04_softmax.ipynb #35c2094f
 class _SoftmaxFn(torch.autograd.Function):
     "softmax (log=False) or log_softmax (log=True) of a contiguous (R, C) matrix along its rows."
     @staticmethod
@@ -77,7 +77,7 @@ class _LogSumExpFn(torch.autograd.Function):
         x, out = ctx.saved_tensors
         return g.unsqueeze(-1) * (x - out.unsqueeze(-1)).exp()   # d lse / dx = softmax(x)
 
-# %% ../nbs/04_softmax.ipynb #58fc5854
+# %% ../nbs/04_softmax.ipynb #ca85f4db
 def _softmax_torch(x: Tensor, dim: int, log: bool) -> Tensor:
     xf = _upcast(x)
     z = xf - xf.amax(dim, keepdim=True).detach()
@@ -117,7 +117,7 @@ def logsumexp(x: Tensor, dim: int = -1) -> Tensor:
     rows, shape = _to_rows(x, dim)
     return _LogSumExpFn.apply(rows).reshape(shape[:-1])
 
-# %% ../nbs/04_softmax.ipynb #e9f4d812
+# %% ../nbs/04_softmax.ipynb #6e416eaa
 class _CrossEntropyFn(torch.autograd.Function):
     "Per-row cross-entropy of (R, C) logits against int64 targets (0 for ignored rows)."
     @staticmethod
@@ -151,7 +151,7 @@ def _ce_rows_torch(x, target, weight, ignore_index, label_smoothing):
         loss = loss + label_smoothing / C * smooth
     return torch.where(valid, loss, torch.zeros_like(loss))
 
-# %% ../nbs/04_softmax.ipynb #0adc7ae7
+# %% ../nbs/04_softmax.ipynb #34dcbb82
 _REDUCTIONS = ('none', 'mean', 'sum')
 
 def _check_weight(weight, C, like):
@@ -210,7 +210,7 @@ def cross_entropy(logits: Tensor, target: Tensor, weight: Tensor = None, ignore_
     denom = valid.sum() if weight is None else (weight[torch.where(valid, t, 0)] * valid).sum()
     return rows.sum() / denom
 
-# %% ../nbs/04_softmax.ipynb #d7bb819c
+# %% ../nbs/04_softmax.ipynb #0668a05d
 def binary_cross_entropy_with_logits(logits: Tensor, target: Tensor, weight: Tensor = None, pos_weight: Tensor = None,
                                      reduction: str = 'mean') -> Tensor:
     "Sigmoid + binary cross-entropy in one stable formula, like `torch.nn.functional.binary_cross_entropy_with_logits`."
@@ -231,7 +231,7 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Tensor, weight: Ten
     if reduction == 'none': return loss
     return loss.sum() if reduction == 'sum' else loss.mean()
 
-# %% ../nbs/04_softmax.ipynb #30c96700
+# %% ../nbs/04_softmax.ipynb #1eae3f21
 def _check_logits_labels(logits, labels):
     "Validate a (N, C) float score matrix and (N,) integer labels in [0, C); return them as tensors."
     logits, labels = torch.as_tensor(logits), torch.as_tensor(labels)
@@ -252,7 +252,7 @@ def _check_logits_labels(logits, labels):
         raise ValueError(f"labels must be in [0, C) = [0, {c}), got values in [{lo}, {hi}]")
     return logits, labels
 
-# %% ../nbs/04_softmax.ipynb #5bd805d2
+# %% ../nbs/04_softmax.ipynb #c394b394
 class TemperatureScaler(torch.nn.Module):
     """Post-hoc calibration: `forward(logits) = logits / T` with one learnt temperature `T > 0`.
 
@@ -301,7 +301,7 @@ class TemperatureScaler(torch.nn.Module):
         with torch.no_grad(): self.log_t.copy_(log_t.detach().to(self.log_t))
         return self
 
-# %% ../nbs/04_softmax.ipynb #c996f930
+# %% ../nbs/04_softmax.ipynb #b7ddbf3f
 def _calibration_bins(logits_or_probs, labels, n_bins):
     "Per-bin (count, sum of correct, sum of confidence) over equal-width confidence bins on (0, 1]."
     if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
@@ -322,6 +322,9 @@ def _calibration_bins(logits_or_probs, labels, n_bins):
     conf_sum = torch.bincount(b, weights=conf, minlength=n_bins)
     return count, acc_sum, conf_sum
 
+def _ece_from_bins(count, acc_sum, conf_sum) -> float:
+    return ((acc_sum - conf_sum).abs().sum() / count.sum()).item()  # sum_m |B_m|/N * |acc_m - conf_m|
+
 def ece(logits_or_probs, labels, n_bins: int = 15) -> float:
     """Expected calibration error (Guo et al. 2017), with `n_bins` equal-width confidence bins on (0, 1].
 
@@ -331,10 +334,9 @@ def ece(logits_or_probs, labels, n_bins: int = 15) -> float:
     >>> round(ece(torch.tensor([[0.95, 0.05], [0.25, 0.75]]), torch.tensor([0, 0]), n_bins=10), 6)  # |1-.95|/2 + |0-.75|/2
     0.4
     """
-    count, acc_sum, conf_sum = _calibration_bins(logits_or_probs, labels, n_bins)
-    return ((acc_sum - conf_sum).abs().sum() / count.sum()).item()  # sum_m |B_m|/N * |acc_m - conf_m|
+    return _ece_from_bins(*_calibration_bins(logits_or_probs, labels, n_bins))
 
-# %% ../nbs/04_softmax.ipynb #e4e2bc80
+# %% ../nbs/04_softmax.ipynb #38df7627
 def reliability_diagram(logits_or_probs, labels, n_bins: int = 15, ax=None, title=None):
     "Bar chart of accuracy per confidence bin against the diagonal, with the calibration gap shaded. Returns the Axes."
     import matplotlib.pyplot as plt  # lazy: importing the module should not require a plotting backend
@@ -343,7 +345,7 @@ def reliability_diagram(logits_or_probs, labels, n_bins: int = 15, ax=None, titl
     acc = torch.where(nonempty, acc_sum / count.clamp(min=1), torch.zeros_like(count)).cpu().numpy()
     conf = torch.where(nonempty, conf_sum / count.clamp(min=1), torch.zeros_like(count)).cpu().numpy()
     nonempty = nonempty.cpu().numpy()
-    err = ((acc_sum - conf_sum).abs().sum() / count.sum()).item()
+    err = _ece_from_bins(count, acc_sum, conf_sum)
     if ax is None: _, ax = plt.subplots(figsize=(4.5, 4.5))
     w = 1.0 / n_bins
     centers = (torch.arange(n_bins, dtype=torch.float64).numpy() + 0.5) * w
@@ -357,7 +359,7 @@ def reliability_diagram(logits_or_probs, labels, n_bins: int = 15, ax=None, titl
     ax.legend(loc='upper left', fontsize=8)
     return ax
 
-# %% ../nbs/04_softmax.ipynb #3367191b
+# %% ../nbs/04_softmax.ipynb #0bea65bf
 from .bench import Case, benchmark
 
 def _bench_cases(device: str, R: int, C: int):
