@@ -126,6 +126,21 @@ def render(proc, engine, quiet):
     return proc / '_site'
 
 
+KATEX_CDN = re.compile(r'https://cdn\.jsdelivr\.net/npm/katex@[0-9.]+/dist')
+KATEX_LOCAL = ROOT / 'tools' / 'site_assets' / 'katex'
+
+
+def vendor_katex(site):
+    "Serve KaTeX from the site itself (site_libs/katex) instead of a CDN, so maths renders offline."
+    pages = [p for p in site.rglob('*.html') if KATEX_CDN.search(p.read_text(encoding='utf-8'))]
+    if not pages or not KATEX_LOCAL.is_dir(): return
+    shutil.copytree(KATEX_LOCAL, site / 'site_libs' / 'katex', dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns('README.md'))
+    for p in pages:
+        rel = os.path.relpath(site / 'site_libs' / 'katex', p.parent).replace(os.sep, '/')
+        p.write_text(KATEX_CDN.sub(rel, p.read_text(encoding='utf-8')), encoding='utf-8')
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description='Render the book website from nbs/ into _site/.')
     p.add_argument('--out', default=str(ROOT / '_site'), help='where the site goes (default _site/)')
@@ -136,6 +151,7 @@ def main(argv=None):
     proc, out = Path(a.proc).resolve(), Path(a.out).resolve()
     prepare(proc)
     site = render(proc, a.engine, a.quiet)
+    vendor_katex(site)
     if out.exists():
         if any(out.iterdir()) and not ((out / 'index.html').exists() or (out / 'site_libs').exists()):
             sys.exit(f'build_site: {out} exists and is not a built site; not replacing it')
