@@ -332,7 +332,7 @@ def test_bce_with_logits(reduction, dtype):
 
 
 # ---------------------------------------------------------------- property tests
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # example count: tests/conftest.py profiles
 @given(rows=st.integers(1, 6), cols=st.integers(1, 300), scale=st.sampled_from([1e-3, 1.0, 30.0, 1e3]),
        seed=st.integers(0, 2**16), dtype=st.sampled_from(DTYPES), ls=st.sampled_from([0.0, 0.05, 0.5]))
 def test_property_cross_entropy_and_softmax(rows, cols, scale, seed, dtype, ls):
@@ -355,3 +355,22 @@ def test_cuda_bad_index_clear_error_and_raw_op_never_reads_out_of_bounds():
     loss, lse = S._ops().cross_entropy_fwd(x, torch.tensor([0, 9, 1], device='cuda'), None, -100, 0.0)
     assert torch.isnan(loss[1]) and not torch.isnan(loss[[0, 2]]).any()
     torch.cuda.synchronize()  # no illegal memory access was raised
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=st.lists(st.integers(0, 4), min_size=1, max_size=3), C=st.integers(1, 40), seed=st.integers(0, 2**16),
+       dtype=st.sampled_from(DTYPES), weighted=st.booleans(), ls=st.sampled_from([0.0, 0.1, 1.0]),
+       reduction=st.sampled_from(['mean', 'sum', 'none']), ignore_frac=st.sampled_from([0.0, 0.3, 1.0]),
+       probs=st.booleans())
+def test_property_cross_entropy_all_options(batch, C, seed, dtype, weighted, ls, reduction, ignore_frac, probs):
+    """Random shapes (N, C, d1, ...), ignored targets, weights, smoothing, reductions, index or probability targets."""
+    shape = (batch[0], C, *batch[1:])
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(shape, generator=g, dtype=torch.float64) * 5).to(dtype)
+    w = (torch.rand(C, generator=g, dtype=torch.float64) + 0.05).to(dtype) if weighted else None
+    if probs:
+        t = torch.softmax(torch.randn(shape, generator=g, dtype=torch.float64), 1).to(dtype)
+    else:
+        t = torch.randint(0, C, (batch[0], *batch[1:]), generator=g)
+        t[torch.rand(t.shape, generator=g) < ignore_frac] = -100
+    ce_pair(x, t, dtype, weight=w, label_smoothing=ls, reduction=reduction)
