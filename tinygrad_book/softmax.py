@@ -6,13 +6,13 @@
 __all__ = ['USE_KERNELS', 'softmax', 'log_softmax', 'logsumexp', 'cross_entropy', 'binary_cross_entropy_with_logits',
            'TemperatureScaler', 'ece', 'reliability_diagram', 'softmax_benchmarks']
 
-# %% ../nbs/04_softmax.ipynb #be5372d5
+# %% ../nbs/04_softmax.ipynb #9b73958e
 import math, os
 import torch
 from torch import Tensor
 from .ext import load_ops
 
-# %% ../nbs/04_softmax.ipynb #9b9bd714
+# %% ../nbs/04_softmax.ipynb #9c932d4d
 USE_KERNELS = os.environ.get('TINYGRAD_BOOK_KERNELS', '1') != '0'  # False: always use the pure-torch path
 
 def _ops(): return load_ops('softmax')
@@ -46,7 +46,7 @@ def _upcast(x: Tensor) -> Tensor:
     "16-bit floats are reduced in float32, as torch does."
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
-# %% ../nbs/04_softmax.ipynb #35c2094f
+# %% ../nbs/04_softmax.ipynb #06e8d1aa
 class _SoftmaxFn(torch.autograd.Function):
     "softmax (log=False) or log_softmax (log=True) of a contiguous (R, C) matrix along its rows."
     @staticmethod
@@ -77,7 +77,7 @@ class _LogSumExpFn(torch.autograd.Function):
         x, out = ctx.saved_tensors
         return g.unsqueeze(-1) * (x - out.unsqueeze(-1)).exp()   # d lse / dx = softmax(x)
 
-# %% ../nbs/04_softmax.ipynb #ca85f4db
+# %% ../nbs/04_softmax.ipynb #79919f9d
 def _softmax_torch(x: Tensor, dim: int, log: bool) -> Tensor:
     xf = _upcast(x)
     z = xf - xf.amax(dim, keepdim=True).detach()
@@ -117,7 +117,7 @@ def logsumexp(x: Tensor, dim: int = -1) -> Tensor:
     rows, shape = _to_rows(x, dim)
     return _LogSumExpFn.apply(rows).reshape(shape[:-1])
 
-# %% ../nbs/04_softmax.ipynb #6e416eaa
+# %% ../nbs/04_softmax.ipynb #62ae6706
 class _CrossEntropyFn(torch.autograd.Function):
     "Per-row cross-entropy of (R, C) logits against int64 targets (0 for ignored rows)."
     @staticmethod
@@ -151,7 +151,7 @@ def _ce_rows_torch(x, target, weight, ignore_index, label_smoothing):
         loss = loss + label_smoothing / C * smooth
     return torch.where(valid, loss, torch.zeros_like(loss))
 
-# %% ../nbs/04_softmax.ipynb #34dcbb82
+# %% ../nbs/04_softmax.ipynb #bea43299
 _REDUCTIONS = ('none', 'mean', 'sum')
 
 def _check_weight(weight, C, like):
@@ -210,7 +210,53 @@ def cross_entropy(logits: Tensor, target: Tensor, weight: Tensor = None, ignore_
     denom = valid.sum() if weight is None else (weight[torch.where(valid, t, 0)] * valid).sum()
     return rows.sum() / denom
 
-# %% ../nbs/04_softmax.ipynb #0668a05d
+# %% ../nbs/04_softmax.ipynb #60c36f82
+_BCE_REDUCTION = {'none': 0, 'sum': 1, 'mean': 2}
+
+def _bce_torch(logits, target, weight, pos_weight, reduction):
+    "The same loss in differentiable torch ops: the fallback path, and the formula for higher derivatives."
+    log_sig = -((-logits).clamp(min=0) + torch.log1p(torch.exp(-logits.abs())))   # log(sigmoid(x)), stable
+    coef = 1 + (pos_weight - 1) * target if pos_weight is not None else 1
+    loss = (1 - target) * logits - coef * log_sig
+    if weight is not None: loss = loss * weight
+    if reduction == 'none': return loss
+    return loss.sum() if reduction == 'sum' else loss.mean()
+
+def _bce_operand(t, x):
+    "weight/pos_weight for the kernel: (C,) when `t` holds one value per column of the last dim, else one per element."
+    if t is None: return None
+    t = t.to(device=x.device, dtype=x.dtype)
+    C = x.shape[-1] if x.dim() else 1
+    if t.numel() == 1 or (t.dim() >= 1 and t.shape[-1] == C and t.numel() == C):
+        return t.reshape(-1).expand(C).contiguous()                                   # (C,)
+    return t.expand(x.shape).contiguous()                                             # like x
+
+def _bce_operand_torch(t, x):
+    "Undo `_bce_operand` for the torch formula: (C,) broadcasts along the last dim, a full one takes x's shape."
+    if t is None: return None
+    return t.reshape(x.shape) if t.numel() == x.numel() and x.dim() else t
+
+class _BCEFn(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, y, w, pw, reduction: str):
+        ctx.save_for_backward(x, y, w, pw)
+        ctx.reduction = reduction
+        return _ops().bce_fwd(x, y, w, pw, _BCE_REDUCTION[reduction])
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y, w, pw = ctx.saved_tensors
+        if torch.is_grad_enabled() or ctx.needs_input_grad[1]:  # higher derivatives, or d/d target: the torch formula
+            with torch.enable_grad():
+                xs = x if x.requires_grad else x.detach().requires_grad_()
+                ys = y if y.requires_grad else y.detach().requires_grad_()
+                loss = _bce_torch(xs, ys, _bce_operand_torch(w, x), _bce_operand_torch(pw, x), ctx.reduction)
+                gx, gy = torch.autograd.grad(loss, (xs, ys), g, create_graph=torch.is_grad_enabled())
+            return gx, gy, None, None, None
+        gs = g / x.numel() if ctx.reduction == 'mean' else g                          # () or like x
+        return _ops().bce_bwd(gs.contiguous(), x, y, w, pw), None, None, None, None
+
+# %% ../nbs/04_softmax.ipynb #31279654
 def binary_cross_entropy_with_logits(logits: Tensor, target: Tensor, weight: Tensor = None, pos_weight: Tensor = None,
                                      reduction: str = 'mean') -> Tensor:
     "Sigmoid + binary cross-entropy in one stable formula, like `torch.nn.functional.binary_cross_entropy_with_logits`."
@@ -221,17 +267,16 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Tensor, weight: Ten
         raise ValueError(f"target shape {tuple(target.shape)} must equal logits shape {tuple(logits.shape)}")
     target = target.to(logits.dtype)
     for name, t in (('weight', weight), ('pos_weight', pos_weight)):
-        if t is not None:
-            try: torch.broadcast_shapes(t.shape, logits.shape)
-            except RuntimeError: raise ValueError(f"{name} of shape {tuple(t.shape)} does not broadcast to logits {tuple(logits.shape)}") from None
-    log_sig = -((-logits).clamp(min=0) + torch.log1p(torch.exp(-logits.abs())))   # log(sigmoid(x)), stable
-    coef = 1 + (pos_weight - 1) * target if pos_weight is not None else 1
-    loss = (1 - target) * logits - coef * log_sig
-    if weight is not None: loss = loss * weight
-    if reduction == 'none': return loss
-    return loss.sum() if reduction == 'sum' else loss.mean()
+        if t is not None and (t.dim() > logits.dim() or any(a not in (1, b) for a, b in zip(t.shape[::-1], logits.shape[::-1]))):
+            raise ValueError(f"{name} of shape {tuple(t.shape)} does not broadcast to logits {tuple(logits.shape)}")
+    if _use_kernel(logits) and logits.device.type == 'cpu' and logits.numel():
+        return _BCEFn.apply(logits.contiguous(), target.contiguous(), _bce_operand(weight, logits),
+                            _bce_operand(pos_weight, logits), reduction)
+    xf = _upcast(logits)
+    cast = lambda t: None if t is None else t.to(xf.dtype)
+    return _bce_torch(xf, target.to(xf.dtype), cast(weight), cast(pos_weight), reduction).to(logits.dtype)
 
-# %% ../nbs/04_softmax.ipynb #1eae3f21
+# %% ../nbs/04_softmax.ipynb #97f3e9ed
 def _check_logits_labels(logits, labels):
     "Validate a (N, C) float score matrix and (N,) integer labels in [0, C); return them as tensors."
     logits, labels = torch.as_tensor(logits), torch.as_tensor(labels)
@@ -252,7 +297,7 @@ def _check_logits_labels(logits, labels):
         raise ValueError(f"labels must be in [0, C) = [0, {c}), got values in [{lo}, {hi}]")
     return logits, labels
 
-# %% ../nbs/04_softmax.ipynb #c394b394
+# %% ../nbs/04_softmax.ipynb #0263bf8d
 class TemperatureScaler(torch.nn.Module):
     """Post-hoc calibration: `forward(logits) = logits / T` with one learnt temperature `T > 0`.
 
@@ -301,7 +346,7 @@ class TemperatureScaler(torch.nn.Module):
         with torch.no_grad(): self.log_t.copy_(log_t.detach().to(self.log_t))
         return self
 
-# %% ../nbs/04_softmax.ipynb #b7ddbf3f
+# %% ../nbs/04_softmax.ipynb #480cf0c7
 def _calibration_bins(logits_or_probs, labels, n_bins):
     "Per-bin (count, sum of correct, sum of confidence) over equal-width confidence bins on (0, 1]."
     if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
@@ -336,7 +381,7 @@ def ece(logits_or_probs, labels, n_bins: int = 15) -> float:
     """
     return _ece_from_bins(*_calibration_bins(logits_or_probs, labels, n_bins))
 
-# %% ../nbs/04_softmax.ipynb #38df7627
+# %% ../nbs/04_softmax.ipynb #f184d253
 def reliability_diagram(logits_or_probs, labels, n_bins: int = 15, ax=None, title=None):
     "Bar chart of accuracy per confidence bin against the diagonal, with the calibration gap shaded. Returns the Axes."
     import matplotlib.pyplot as plt  # lazy: importing the module should not require a plotting backend
@@ -359,7 +404,7 @@ def reliability_diagram(logits_or_probs, labels, n_bins: int = 15, ax=None, titl
     ax.legend(loc='upper left', fontsize=8)
     return ax
 
-# %% ../nbs/04_softmax.ipynb #0bea65bf
+# %% ../nbs/04_softmax.ipynb #dd70890a
 from .bench import Case, benchmark
 
 def _bench_cases(device: str, R: int, C: int):
@@ -389,8 +434,30 @@ def _bench_cases(device: str, R: int, C: int):
         Case(f"log_softmax fwd+bwd {shape}", sm_fwd_bwd(log_softmax), sm_fwd_bwd(torch.log_softmax), 'torch.log_softmax', cuda),
     ]
 
+def _bce_bench_cases(R: int, C: int):
+    import torch.nn.functional as F
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(R, C, generator=g).requires_grad_()         # (R, C) logits
+    y = (torch.rand(R, C, generator=g) > 0.5).float()          # (R, C) multi-label targets
+    pw = torch.rand(C, generator=g) * 3                         # (C,) per-label positive weights
+    def fwd_bwd(fn, **kw):
+        def step():
+            x.grad = None
+            fn(x, y, **kw).backward()
+        return step
+    shape, ref = f"({R}, {C}) f32 cpu", 'F.binary_cross_entropy_with_logits'
+    return [
+        Case(f"bce_with_logits fwd {shape}", lambda: binary_cross_entropy_with_logits(x.detach(), y),
+             lambda: F.binary_cross_entropy_with_logits(x.detach(), y), ref),
+        Case(f"bce_with_logits fwd+bwd {shape}", fwd_bwd(binary_cross_entropy_with_logits),
+             fwd_bwd(F.binary_cross_entropy_with_logits), ref),
+        Case(f"bce_with_logits pos_weight fwd+bwd {shape}", fwd_bwd(binary_cross_entropy_with_logits, pos_weight=pw),
+             fwd_bwd(F.binary_cross_entropy_with_logits, pos_weight=pw), ref),
+    ]
+
 @benchmark('softmax')
 def softmax_benchmarks(quick: bool = False):
     "Cases for `python -m tinygrad_book.bench softmax`: CPU always, CUDA where available."
     R, C = (256, 4096) if quick else (4096, 32768)
-    return [c for d in ['cpu'] + (['cuda'] if torch.cuda.is_available() else []) for c in _bench_cases(d, R, C)]
+    cases = [c for d in ['cpu'] + (['cuda'] if torch.cuda.is_available() else []) for c in _bench_cases(d, R, C)]
+    return cases + _bce_bench_cases(*((256, 1024) if quick else (4096, 8192)))

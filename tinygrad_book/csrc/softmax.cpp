@@ -297,6 +297,160 @@ at::Tensor cross_entropy_bwd_cpu(const at::Tensor& grad, const at::Tensor& x, co
   return gx;
 }
 
+// ---- binary cross-entropy with logits: elementwise, one pass ----
+//   loss = (1 - y) x - c log(sigmoid(x)),  c = 1 + (pos_weight - 1) y,  log(sigmoid(x)) = -(max(-x, 0) + log1p(exp(-|x|)))
+//   d loss / dx = c sigmoid(x) - pos_weight y          (both times weight)
+// weight and pos_weight are either full (one per element) or one per column of the last dim (period C).
+
+constexpr int64_t SPAN = 16384;  // elements per parallel work item; spans never cross a row
+
+// Calls f(begin, end, col0) over spans of [0, n) that stay within one row of C columns; returns the sum of f's results.
+template <typename F>
+static double for_each_span(int64_t n, int64_t C, F f) {
+  if (n == 0) return 0.0;
+  const int64_t rows = n / C, per_row = (C + SPAN - 1) / SPAN;
+  double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total) num_threads(num_threads())
+  for (int64_t s = 0; s < rows * per_row; ++s) {
+    const int64_t r = s / per_row, col0 = (s % per_row) * SPAN;
+    const int64_t b = r * C + col0, e = std::min(r * C + C, b + SPAN);
+    total += f(b, e, col0);
+  }
+  return total;
+}
+
+template <typename T> static inline T log_sigmoid(T x) {
+  return -((-x > T(0) ? -x : T(0)) + tgb::log1p_exp_neg<T>(x < T(0) ? -x : x));
+}
+
+template <typename T> static inline T sigmoid(T x) {
+  const T t = exp_fast<T>(x < T(0) ? x : -x);  // exp(-|x|) <= 1: never overflows
+  const T r = T(1) / (T(1) + t);               // computed unconditionally, so the select below vectorises
+  return x >= T(0) ? r : t * r;
+}
+
+// One span of the forward: writes the elementwise loss to `out` (STORE) or returns its sum.
+// Sums go through blocks of 256 in T and across blocks in double: float32 sums of 16384 terms would lose digits.
+template <typename T, bool HAS_W, bool HAS_PW, bool STORE>
+static double bce_fwd_span(const T* x, const T* y, const T* w, const T* pw, T* out, int64_t len) {
+  double total = 0.0;
+  for (int64_t b = 0; b < len; b += 256) {
+    const int64_t e = std::min(len, b + 256);
+    T acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t k = b; k < e; ++k) {
+      const T c = HAS_PW ? T(1) + (pw[k] - T(1)) * y[k] : T(1);
+      T l = (T(1) - y[k]) * x[k] - c * log_sigmoid<T>(x[k]);
+      if (HAS_W) l *= w[k];
+      if (STORE) out[k] = l; else acc += l;
+    }
+    total += double(acc);
+  }
+  return total;
+}
+
+template <typename T, bool HAS_W, bool HAS_PW, bool FULL_G>
+static void bce_bwd_span(const T* g, const T* x, const T* y, const T* w, const T* pw, T* gx, int64_t len) {
+#pragma omp simd
+  for (int64_t k = 0; k < len; ++k) {
+    const T p = HAS_PW ? pw[k] : T(1);
+    T d = (T(1) + (p - T(1)) * y[k]) * sigmoid<T>(x[k]) - p * y[k];
+    if (HAS_W) d *= w[k];
+    gx[k] = (FULL_G ? g[k] : g[0]) * d;
+  }
+}
+
+// weight / pos_weight: nullptr, full (numel n) or per column (numel C); returns the pointer for a span.
+template <typename T> struct Operand {
+  const T* p = nullptr;
+  bool full = false;
+  const T* at(int64_t b, int64_t col0) const { return p ? (full ? p + b : p + col0) : nullptr; }
+};
+
+template <typename T>
+static Operand<T> operand(const std::optional<at::Tensor>& t, const at::Tensor& x, int64_t C, const char* name) {
+  Operand<T> o;
+  if (!t.has_value()) return o;
+  TORCH_CHECK(t->is_contiguous() && t->scalar_type() == x.scalar_type() && t->device() == x.device(), name,
+              " must be contiguous, on the logits' device, in their dtype");
+  TORCH_CHECK(t->numel() == x.numel() || t->numel() == C, name, " must have one entry per element (", x.numel(),
+              ") or per column of the last dimension (", C, "), got ", t->numel());
+  o.p = t->const_data_ptr<T>();
+  o.full = t->numel() == x.numel() && !(t->numel() == C && x.dim() <= 1);
+  return o;
+}
+
+template <typename T, bool HAS_W, bool HAS_PW>
+static double bce_fwd_run(const T* X, const T* Y, Operand<T> w, Operand<T> pw, T* out, int64_t n, int64_t C) {
+  return for_each_span(n, C, [&](int64_t b, int64_t e, int64_t col0) {
+    return out ? bce_fwd_span<T, HAS_W, HAS_PW, true>(X + b, Y + b, w.at(b, col0), pw.at(b, col0), out + b, e - b)
+               : bce_fwd_span<T, HAS_W, HAS_PW, false>(X + b, Y + b, w.at(b, col0), pw.at(b, col0), nullptr, e - b);
+  });
+}
+
+template <typename T, bool HAS_W, bool HAS_PW>
+static void bce_bwd_run(const T* G, bool full_g, const T* X, const T* Y, Operand<T> w, Operand<T> pw, T* GX, int64_t n,
+                        int64_t C) {
+  for_each_span(n, C, [&](int64_t b, int64_t e, int64_t col0) {
+    if (full_g) bce_bwd_span<T, HAS_W, HAS_PW, true>(G + b, X + b, Y + b, w.at(b, col0), pw.at(b, col0), GX + b, e - b);
+    else bce_bwd_span<T, HAS_W, HAS_PW, false>(G, X + b, Y + b, w.at(b, col0), pw.at(b, col0), GX + b, e - b);
+    return 0.0;
+  });
+}
+
+static void check_bce(const at::Tensor& x, const at::Tensor& y) {
+  TORCH_CHECK(x.is_contiguous() && y.is_contiguous(), "logits and target must be contiguous");
+  TORCH_CHECK(x.sizes() == y.sizes() && x.scalar_type() == y.scalar_type(),
+              "target must have the logits' shape and dtype");
+  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, "logits must be float32 or float64");
+}
+
+// reduction: 0 none (elementwise loss), 1 sum, 2 mean (0-dim result)
+at::Tensor bce_fwd_cpu(const at::Tensor& x, const at::Tensor& y, const std::optional<at::Tensor>& weight,
+                       const std::optional<at::Tensor>& pos_weight, int64_t reduction) {
+  check_bce(x, y);
+  TORCH_CHECK(reduction >= 0 && reduction <= 2, "reduction must be 0 (none), 1 (sum) or 2 (mean)");
+  const int64_t n = x.numel(), C = x.dim() ? std::max<int64_t>(x.size(-1), 1) : 1;
+  at::Tensor out = reduction == 0 ? tgb::empty_like_hugepages(x) : at::empty({}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bce_fwd_cpu", [&] {
+    const auto w = operand<scalar_t>(weight, x, C, "weight");
+    const auto pw = operand<scalar_t>(pos_weight, x, C, "pos_weight");
+    const scalar_t *X = x.const_data_ptr<scalar_t>(), *Y = y.const_data_ptr<scalar_t>();
+    scalar_t* O = reduction == 0 ? out.mutable_data_ptr<scalar_t>() : nullptr;
+    double total;
+    if (w.p && pw.p) total = bce_fwd_run<scalar_t, true, true>(X, Y, w, pw, O, n, C);
+    else if (w.p) total = bce_fwd_run<scalar_t, true, false>(X, Y, w, pw, O, n, C);
+    else if (pw.p) total = bce_fwd_run<scalar_t, false, true>(X, Y, w, pw, O, n, C);
+    else total = bce_fwd_run<scalar_t, false, false>(X, Y, w, pw, O, n, C);
+    if (reduction == 1) out.fill_(total);
+    if (reduction == 2) out.fill_(n ? total / double(n) : NAN);
+  });
+  return out;
+}
+
+// grad: 0-dim (the scalar upstream gradient, already divided by n for a mean) or the logits' shape
+at::Tensor bce_bwd_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& y,
+                       const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& pos_weight) {
+  check_bce(x, y);
+  TORCH_CHECK(grad.scalar_type() == x.scalar_type() && (grad.numel() == 1 || grad.sizes() == x.sizes()),
+              "grad must be a scalar or have the logits' shape, in their dtype");
+  const auto g = grad.contiguous();
+  const bool full_g = grad.dim() > 0 && grad.sizes() == x.sizes();
+  const int64_t n = x.numel(), C = x.dim() ? std::max<int64_t>(x.size(-1), 1) : 1;
+  auto gx = tgb::empty_like_hugepages(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "bce_bwd_cpu", [&] {
+    const auto w = operand<scalar_t>(weight, x, C, "weight");
+    const auto pw = operand<scalar_t>(pos_weight, x, C, "pos_weight");
+    const scalar_t *G = g.const_data_ptr<scalar_t>(), *X = x.const_data_ptr<scalar_t>(), *Y = y.const_data_ptr<scalar_t>();
+    scalar_t* GX = gx.mutable_data_ptr<scalar_t>();
+    if (w.p && pw.p) bce_bwd_run<scalar_t, true, true>(G, full_g, X, Y, w, pw, GX, n, C);
+    else if (w.p) bce_bwd_run<scalar_t, true, false>(G, full_g, X, Y, w, pw, GX, n, C);
+    else if (pw.p) bce_bwd_run<scalar_t, false, true>(G, full_g, X, Y, w, pw, GX, n, C);
+    else bce_bwd_run<scalar_t, false, false>(G, full_g, X, Y, w, pw, GX, n, C);
+  });
+  return gx;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(tgb_softmax, m) {
@@ -307,6 +461,8 @@ TORCH_LIBRARY(tgb_softmax, m) {
         " -> (Tensor, Tensor)");
   m.def("cross_entropy_bwd(Tensor grad, Tensor x, Tensor target, Tensor lse, Tensor? weight, int ignore_index,"
         " float label_smoothing) -> Tensor");
+  m.def("bce_fwd(Tensor x, Tensor y, Tensor? weight, Tensor? pos_weight, int reduction) -> Tensor");
+  m.def("bce_bwd(Tensor grad, Tensor x, Tensor y, Tensor? weight, Tensor? pos_weight) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(tgb_softmax, CPU, m) {
@@ -315,4 +471,6 @@ TORCH_LIBRARY_IMPL(tgb_softmax, CPU, m) {
   m.impl("logsumexp_fwd", &logsumexp_fwd_cpu);
   m.impl("cross_entropy_fwd", &cross_entropy_fwd_cpu);
   m.impl("cross_entropy_bwd", &cross_entropy_bwd_cpu);
+  m.impl("bce_fwd", &bce_fwd_cpu);
+  m.impl("bce_bwd", &bce_bwd_cpu);
 }
