@@ -320,15 +320,17 @@ def test_raw_op_rejects_bad_index_without_crashing():
 
 
 # ---------------------------------------------------------------- binary cross-entropy with logits
+@pytest.mark.parametrize('device', DEVICES)
 @pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('reduction', ['mean', 'sum', 'none'])
-def test_bce_with_logits(reduction, dtype):
+def test_bce_with_logits(reduction, dtype, device):
     x = rand(5, 4, dtype=dtype, scale=30)
     x[0, 0], x[0, 1] = 1e4, -1e4
     y = (torch.rand(5, 4, generator=torch.Generator().manual_seed(0)) > 0.5).to(dtype)
     y[1] = 0.3  # soft labels
     w = torch.rand(5, 1, dtype=dtype)
     pw = torch.rand(4, dtype=dtype) * 3
+    x, y, w, pw = (t.to(device) for t in (x, y, w, pw))
     for kw in ({}, dict(weight=w), dict(pos_weight=pw), dict(weight=w, pos_weight=pw)):
         check_pair(lambda z: S.binary_cross_entropy_with_logits(z, y, reduction=reduction, **kw),
                    lambda z: F.binary_cross_entropy_with_logits(z, y, reduction=reduction, **kw), x, dtype, atol32=1e-5)
