@@ -6,13 +6,13 @@
 __all__ = ['USE_KERNELS', 'softmax', 'log_softmax', 'logsumexp', 'cross_entropy', 'binary_cross_entropy_with_logits',
            'TemperatureScaler', 'ece', 'reliability_diagram', 'softmax_benchmarks']
 
-# %% ../nbs/04_softmax.ipynb #9b73958e
+# %% ../nbs/04_softmax.ipynb #e7fdf86f
 import math, os
 import torch
 from torch import Tensor
 from .ext import load_ops
 
-# %% ../nbs/04_softmax.ipynb #9c932d4d
+# %% ../nbs/04_softmax.ipynb #bf0dd625
 USE_KERNELS = os.environ.get('TINYGRAD_BOOK_KERNELS', '1') != '0'  # False: always use the pure-torch path
 
 def _ops(): return load_ops('softmax')
@@ -46,7 +46,7 @@ def _upcast(x: Tensor) -> Tensor:
     "16-bit floats are reduced in float32, as torch does."
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
-# %% ../nbs/04_softmax.ipynb #06e8d1aa
+# %% ../nbs/04_softmax.ipynb #78bf71c6
 class _SoftmaxFn(torch.autograd.Function):
     "softmax (log=False) or log_softmax (log=True) of a contiguous (R, C) matrix along its rows."
     @staticmethod
@@ -77,7 +77,7 @@ class _LogSumExpFn(torch.autograd.Function):
         x, out = ctx.saved_tensors
         return g.unsqueeze(-1) * (x - out.unsqueeze(-1)).exp()   # d lse / dx = softmax(x)
 
-# %% ../nbs/04_softmax.ipynb #79919f9d
+# %% ../nbs/04_softmax.ipynb #f40644e3
 def _softmax_torch(x: Tensor, dim: int, log: bool) -> Tensor:
     xf = _upcast(x)
     z = xf - xf.amax(dim, keepdim=True).detach()
@@ -117,7 +117,7 @@ def logsumexp(x: Tensor, dim: int = -1) -> Tensor:
     rows, shape = _to_rows(x, dim)
     return _LogSumExpFn.apply(rows).reshape(shape[:-1])
 
-# %% ../nbs/04_softmax.ipynb #62ae6706
+# %% ../nbs/04_softmax.ipynb #05d01c9f
 class _CrossEntropyFn(torch.autograd.Function):
     "Per-row cross-entropy of (R, C) logits against int64 targets (0 for ignored rows)."
     @staticmethod
@@ -151,7 +151,7 @@ def _ce_rows_torch(x, target, weight, ignore_index, label_smoothing):
         loss = loss + label_smoothing / C * smooth
     return torch.where(valid, loss, torch.zeros_like(loss))
 
-# %% ../nbs/04_softmax.ipynb #bea43299
+# %% ../nbs/04_softmax.ipynb #091e75f3
 _REDUCTIONS = ('none', 'mean', 'sum')
 
 def _check_weight(weight, C, like):
@@ -210,7 +210,7 @@ def cross_entropy(logits: Tensor, target: Tensor, weight: Tensor = None, ignore_
     denom = valid.sum() if weight is None else (weight[torch.where(valid, t, 0)] * valid).sum()
     return rows.sum() / denom
 
-# %% ../nbs/04_softmax.ipynb #60c36f82
+# %% ../nbs/04_softmax.ipynb #1da58130
 _BCE_REDUCTION = {'none': 0, 'sum': 1, 'mean': 2}
 
 def _bce_torch(logits, target, weight, pos_weight, reduction):
@@ -256,7 +256,7 @@ class _BCEFn(torch.autograd.Function):
         gs = g / x.numel() if ctx.reduction == 'mean' else g                          # () or like x
         return _ops().bce_bwd(gs.contiguous(), x, y, w, pw), None, None, None, None
 
-# %% ../nbs/04_softmax.ipynb #31279654
+# %% ../nbs/04_softmax.ipynb #c11cbb9c
 def binary_cross_entropy_with_logits(logits: Tensor, target: Tensor, weight: Tensor = None, pos_weight: Tensor = None,
                                      reduction: str = 'mean') -> Tensor:
     "Sigmoid + binary cross-entropy in one stable formula, like `torch.nn.functional.binary_cross_entropy_with_logits`."
@@ -276,7 +276,7 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Tensor, weight: Ten
     cast = lambda t: None if t is None else t.to(xf.dtype)
     return _bce_torch(xf, target.to(xf.dtype), cast(weight), cast(pos_weight), reduction).to(logits.dtype)
 
-# %% ../nbs/04_softmax.ipynb #97f3e9ed
+# %% ../nbs/04_softmax.ipynb #88b5d61c
 def _check_logits_labels(logits, labels):
     "Validate a (N, C) float score matrix and (N,) integer labels in [0, C); return them as tensors."
     logits, labels = torch.as_tensor(logits), torch.as_tensor(labels)
@@ -297,7 +297,7 @@ def _check_logits_labels(logits, labels):
         raise ValueError(f"labels must be in [0, C) = [0, {c}), got values in [{lo}, {hi}]")
     return logits, labels
 
-# %% ../nbs/04_softmax.ipynb #0263bf8d
+# %% ../nbs/04_softmax.ipynb #8819e8b3
 class TemperatureScaler(torch.nn.Module):
     """Post-hoc calibration: `forward(logits) = logits / T` with one learnt temperature `T > 0`.
 
@@ -346,7 +346,7 @@ class TemperatureScaler(torch.nn.Module):
         with torch.no_grad(): self.log_t.copy_(log_t.detach().to(self.log_t))
         return self
 
-# %% ../nbs/04_softmax.ipynb #480cf0c7
+# %% ../nbs/04_softmax.ipynb #99478716
 def _calibration_bins(logits_or_probs, labels, n_bins):
     "Per-bin (count, sum of correct, sum of confidence) over equal-width confidence bins on (0, 1]."
     if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
@@ -381,7 +381,7 @@ def ece(logits_or_probs, labels, n_bins: int = 15) -> float:
     """
     return _ece_from_bins(*_calibration_bins(logits_or_probs, labels, n_bins))
 
-# %% ../nbs/04_softmax.ipynb #f184d253
+# %% ../nbs/04_softmax.ipynb #0d606301
 def reliability_diagram(logits_or_probs, labels, n_bins: int = 15, ax=None, title=None):
     "Bar chart of accuracy per confidence bin against the diagonal, with the calibration gap shaded. Returns the Axes."
     import matplotlib.pyplot as plt  # lazy: importing the module should not require a plotting backend
@@ -404,7 +404,7 @@ def reliability_diagram(logits_or_probs, labels, n_bins: int = 15, ax=None, titl
     ax.legend(loc='upper left', fontsize=8)
     return ax
 
-# %% ../nbs/04_softmax.ipynb #dd70890a
+# %% ../nbs/04_softmax.ipynb #9fa3b17f
 from .bench import Case, benchmark
 
 def _bench_cases(device: str, R: int, C: int):
