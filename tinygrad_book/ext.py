@@ -6,14 +6,14 @@
 __all__ = ['CSRC', 'cache_dir', 'ExtensionBuildError', 'check_toolchain', 'load_ext', 'cpu_extensions', 'load_ops', 'show_source',
            'silu', 'build_all', 'check_cuda', 'main']
 
-# %% ../nbs/00_ext.ipynb #bf9f89c6
+# %% ../nbs/00_ext.ipynb #6210e0cd
 import os, sys, time, functools, hashlib, shutil, fcntl, platform, subprocess, argparse, importlib.util
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-# %% ../nbs/00_ext.ipynb #da201460
+# %% ../nbs/00_ext.ipynb #60f9ce66
 CSRC = Path(importlib.util.find_spec('tinygrad_book').origin).parent/'csrc'
 
 def cache_dir() -> Path:
@@ -24,7 +24,7 @@ def cache_dir() -> Path:
 class ExtensionBuildError(RuntimeError):
     "A compiled extension could not be built or loaded; the message says what is missing or what failed."
 
-# %% ../nbs/00_ext.ipynb #1e6bb2e7
+# %% ../nbs/00_ext.ipynb #8cf214e6
 def _ensure_ninja():
     from torch.utils.cpp_extension import is_ninja_available
     bin_dir = str(Path(sys.executable).parent)
@@ -47,7 +47,7 @@ def check_toolchain(cuda: bool = False):
     if cuda and not _nvcc():
         raise ExtensionBuildError("CUDA sources need `nvcc`, which was not found: install the CUDA toolkit or set CUDA_HOME")
 
-# %% ../nbs/00_ext.ipynb #82cd75e0
+# %% ../nbs/00_ext.ipynb #edd245a8
 def _cpu_id() -> str:
     "The CPU model and feature flags: part of the cache key because builds use -march=native."
     try:
@@ -78,7 +78,7 @@ def _file_lock(path: Path):
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
-# %% ../nbs/00_ext.ipynb #5305c953
+# %% ../nbs/00_ext.ipynb #e38d3128
 _loaded = {}  # build key -> library path, for this process
 
 def load_ext(name: str, sources, *, cuda=None, extra_cflags=(), verbose=False) -> Path:
@@ -118,7 +118,7 @@ def load_ext(name: str, sources, *, cuda=None, extra_cflags=(), verbose=False) -
     _loaded[full_name] = lib
     return lib
 
-# %% ../nbs/00_ext.ipynb #db368d82
+# %% ../nbs/00_ext.ipynb #dde6a5ae
 def cpu_extensions():
     "Names of the book's op libraries: every `csrc/NAME.cpp` that is not a CUDA binding."
     return sorted(p.stem for p in CSRC.glob('*.cpp') if not p.stem.endswith('_cuda'))
@@ -132,7 +132,7 @@ def load_ops(name: str, cuda=None):
     if cuda: load_ext(f'{name}_cuda', [f'{name}_cuda.cpp', f'{name}.cu'], cuda=True)
     return getattr(torch.ops, f'tgb_{name}')
 
-# %% ../nbs/00_ext.ipynb #de02c9eb
+# %% ../nbs/00_ext.ipynb #cd4fe63e
 def show_source(fname: str, start: str = None, end: str = None):
     "Print `csrc/fname`, or the lines from the first containing `start` through the first after it containing `end`."
     lines = (CSRC/fname).read_text().splitlines()
@@ -140,7 +140,7 @@ def show_source(fname: str, start: str = None, end: str = None):
     j = next((k for k in range(i, len(lines)) if end in lines[k]), len(lines)-1) if end else len(lines)-1
     print('\n'.join(lines[i:j+1]))
 
-# %% ../nbs/00_ext.ipynb #ac820469
+# %% ../nbs/00_ext.ipynb #85bfb1eb
 class _SiLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
@@ -165,7 +165,7 @@ def silu(x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.silu(x)  # other dtypes/devices: torch's own op
     return _SiLU.apply(x)
 
-# %% ../nbs/00_ext.ipynb #fa9f483a
+# %% ../nbs/00_ext.ipynb #2e5aa24a
 def build_all(names=None):
     "Build (or load from the cache) every CPU op library; return {name: seconds}."
     times = {}
