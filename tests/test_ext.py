@@ -37,8 +37,8 @@ def test_silu_gradcheck_and_fallback():
 
 def test_silu_dispatches_to_compiled_kernel():
     ext.load_ops('silu')
-    table = torch._C._dispatch_dump_table('tgb_silu::silu_fwd')
-    assert 'CPU' in table
+    rows = torch._C._dispatch_dump_table('tgb_silu::silu_fwd').splitlines()
+    assert any(r.startswith('CPU:') and 'silu.cpp' in r and r.endswith('[kernel]') for r in rows), rows
 
 
 def test_cache_key_changes_with_source(tmp_path, monkeypatch):
@@ -93,11 +93,12 @@ def test_two_processes_build_the_same_extension_at_once(tmp_path):
         TORCH_LIBRARY_IMPL(tgb_twice_test, CPU, m) { m.impl("twice", &twice); }
     '''))
     code = textwrap.dedent(f'''
-        import torch, time
+        import torch, torch.utils.cpp_extension as ce
         from tinygrad_book import ext
-        t0 = time.perf_counter()
+        builds, build = [], ce.load
+        ce.load = lambda *a, **k: (builds.append(1), build(*a, **k))[1]  # count real builds in this process
         ext.load_ext('twice', [{str(src)!r}])
-        print(round(time.perf_counter() - t0, 2), torch.ops.tgb_twice_test.twice(torch.ones(2)).tolist())
+        print(len(builds), torch.ops.tgb_twice_test.twice(torch.ones(2)).tolist())
     ''')
     env = {**os.environ, 'TORCH_EXTENSIONS_DIR': str(tmp_path / 'cache')}
     procs = [subprocess.Popen([sys.executable, '-c', code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -106,6 +107,7 @@ def test_two_processes_build_the_same_extension_at_once(tmp_path):
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err
         assert out.strip().endswith('[2.0, 2.0]'), out
+    assert sum(int(out.split()[0]) for out, _ in outs) == 1, outs  # one process built, the other waited and loaded
     builds = [d for d in (tmp_path / 'cache').iterdir() if d.is_dir()]
     assert len(builds) == 1, builds
     assert (builds[0] / '.complete').exists()
@@ -131,3 +133,47 @@ def test_bench_harness_quick():
     assert 'ours/ref' in table and 'cross_entropy fwd+bwd' in table
     with pytest.raises(KeyError, match='no benchmark named'):
         bench.cases_for('no_such_chapter')
+
+
+def test_cached_build_loads_without_a_compiler(tmp_path):
+    """Once built, a library loads with no compiler or ninja on the machine (only a build needs them)."""
+    env = {**os.environ, 'TORCH_EXTENSIONS_DIR': os.environ.get('TORCH_EXTENSIONS_DIR', str(tmp_path))}
+    code = "from tinygrad_book import ext; ext.load_ops('silu')"
+    subprocess.run([sys.executable, '-c', code], env=env, check=True, capture_output=True, timeout=600)
+    env.pop('CXX', None)
+    env['PATH'] = str(tmp_path)  # no c++, no ninja: nothing to compile with (CXX itself is part of the cache key)
+    r = subprocess.run([sys.executable, '-c', code + "; import torch; print(torch.ops.tgb_silu.silu_fwd(torch.zeros(1)))"],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert 'tensor([0.])' in r.stdout
+
+
+def test_changed_source_in_the_same_process_is_refused_not_a_crash(tmp_path):
+    """Loading a second build of an op library would register its ops twice and abort Python: refuse clearly."""
+    src = tmp_path / 'again.cpp'
+    body = textwrap.dedent('''
+        #include <torch/library.h>
+        #include <ATen/ATen.h>
+        at::Tensor f(const at::Tensor& x) {{ return x + {}; }}
+        TORCH_LIBRARY(tgb_again_test, m) {{ m.def("f(Tensor x) -> Tensor"); }}
+        TORCH_LIBRARY_IMPL(tgb_again_test, CPU, m) {{ m.impl("f", &f); }}
+    ''')
+    code = textwrap.dedent(f'''
+        import pathlib, torch
+        from tinygrad_book import ext
+        src = pathlib.Path({str(src)!r})
+        src.write_text({body!r}.format(1))
+        ext.load_ext('again', [src])
+        assert ext.load_ext('again', [src]).exists()  # unchanged: the loaded library again
+        src.write_text({body!r}.format(2))
+        try:
+            ext.load_ext('again', [src])
+        except ext.ExtensionBuildError as e:
+            print('refused:', e)
+        print(torch.ops.tgb_again_test.f(torch.zeros(1)).tolist())
+    ''')
+    env = {**os.environ, 'TORCH_EXTENSIONS_DIR': str(tmp_path / 'cache')}
+    r = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert 'refused:' in r.stdout and 'restart Python' in r.stdout, r.stdout
+    assert r.stdout.strip().endswith('[1.0]'), r.stdout  # the first version keeps working

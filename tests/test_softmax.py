@@ -420,3 +420,49 @@ def test_bce_with_logits_uses_kernel_and_derivatives():
     gy, = torch.autograd.grad(S.binary_cross_entropy_with_logits(x, y, pos_weight=pw), y)
     gy_ref, = torch.autograd.grad(F.binary_cross_entropy_with_logits(x, y, pos_weight=pw), y)
     assert_close(gy, gy_ref)
+
+
+
+@pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('name', ['softmax', 'log_softmax', 'logsumexp'])
+def test_masked_prefix_wider_than_a_chunk(name, dtype, device):
+    """Rows whose first thousands of entries are -inf (causal masks over long rows): the CPU kernel sums in chunks
+    of 2048, and a chunk seen while the running max is still -inf must add 0, not exp(-inf + inf) = NaN."""
+    x = rand(6, 5000, dtype=dtype, device=device)
+    x[0, :2048] = -math.inf
+    x[1, :4097] = -math.inf
+    x[2, :-1] = -math.inf  # only the last entry is finite
+    x[3, :3000] = -math.inf
+    x[3, 4000] = math.nan  # a NaN after a masked prefix poisons the row, as in torch
+    x[4, :] = -math.inf  # nothing finite: NaN (softmax) / -inf (logsumexp), as in torch
+    fo, fr = getattr(S, name), getattr(torch, name)
+    assert_close(fo(x, -1), fr(x, -1), dtype)
+    check_pair(fo, fr, x[[0, 1, 2, 5]], dtype, dim=-1)
+    t = torch.tensor([3000, 4500, 4999, 10], device=device)
+    ce_pair(x[[0, 1, 2, 5]], t, dtype)
+    ce_pair(x[[0, 1, 2, 5]], t, dtype, label_smoothing=0.1, reduction='none')
+
+
+def test_weights_that_require_grad_are_refused_like_torch():
+    x = torch.randn(3, 4, requires_grad=True)
+    w = torch.rand(4, requires_grad=True)
+    with pytest.raises(RuntimeError):
+        F.cross_entropy(x, torch.tensor([0, 1, 2]), weight=w)
+    with pytest.raises(ValueError, match='not differentiable with respect to weight'):
+        S.cross_entropy(x, torch.tensor([0, 1, 2]), weight=w)
+    y = torch.rand(3, 4)
+    for kw in (dict(weight=w), dict(pos_weight=w)):
+        with pytest.raises(RuntimeError):
+            F.binary_cross_entropy_with_logits(x, y, **kw)
+        with pytest.raises(ValueError, match='not differentiable'):
+            S.binary_cross_entropy_with_logits(x, y, **kw)
+    with torch.no_grad():  # no graph, no question: allowed, as in torch
+        assert_close(S.cross_entropy(x, torch.tensor([0, 1, 2]), weight=w), F.cross_entropy(x, torch.tensor([0, 1, 2]), weight=w))
+
+
+@pytest.mark.parametrize('name', ['softmax', 'log_softmax'])
+def test_result_layout_matches_torch(name):
+    x = rand(3, 4, 5, dtype=torch.float32)
+    for d in (0, 1, 2):
+        assert getattr(S, name)(x, d).is_contiguous() == getattr(torch, name)(x, d).is_contiguous()

@@ -5,9 +5,9 @@
 # %% auto #0
 __all__ = ['Case', 'benchmark', 'time_case', 'machine', 'cases_for', 'run', 'format_table', 'main']
 
-# %% ../nbs/00b_bench.ipynb #f4a0e4c1
+# %% ../nbs/00b_bench.ipynb #86e9f0d6
 import argparse, importlib, os, platform, statistics, sys, time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch

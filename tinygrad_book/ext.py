@@ -6,14 +6,14 @@
 __all__ = ['CSRC', 'cache_dir', 'ExtensionBuildError', 'check_toolchain', 'load_ext', 'cpu_extensions', 'load_ops', 'show_source',
            'silu', 'build_all', 'check_cuda', 'main']
 
-# %% ../nbs/00_ext.ipynb #6210e0cd
+# %% ../nbs/00_ext.ipynb #a21e5190
 import os, sys, time, functools, hashlib, shutil, fcntl, platform, subprocess, argparse, importlib.util
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-# %% ../nbs/00_ext.ipynb #60f9ce66
+# %% ../nbs/00_ext.ipynb #87b9f2f1
 CSRC = Path(importlib.util.find_spec('tinygrad_book').origin).parent/'csrc'
 
 def cache_dir() -> Path:
@@ -24,7 +24,7 @@ def cache_dir() -> Path:
 class ExtensionBuildError(RuntimeError):
     "A compiled extension could not be built or loaded; the message says what is missing or what failed."
 
-# %% ../nbs/00_ext.ipynb #8cf214e6
+# %% ../nbs/00_ext.ipynb #efc14595
 def _ensure_ninja():
     from torch.utils.cpp_extension import is_ninja_available
     bin_dir = str(Path(sys.executable).parent)
@@ -47,7 +47,7 @@ def check_toolchain(cuda: bool = False):
     if cuda and not _nvcc():
         raise ExtensionBuildError("CUDA sources need `nvcc`, which was not found: install the CUDA toolkit or set CUDA_HOME")
 
-# %% ../nbs/00_ext.ipynb #edd245a8
+# %% ../nbs/00_ext.ipynb #3146ab2e
 def _cpu_id() -> str:
     "The CPU model and feature flags: part of the cache key because builds use -march=native."
     try:
@@ -67,7 +67,9 @@ def _build_key(sources, cflags, cuda) -> str:
     headers = {q for s in sources for q in s.parent.iterdir() if q.suffix in ('.h', '.cuh', '.hpp')}
     for p in sorted(set(sources) | headers):
         h.update(p.name.encode()); h.update(p.read_bytes())
-    h.update(repr((cflags, cuda, torch.__version__, torch.version.cuda, sys.version_info[:2], _cpu_id())).encode())
+    env = [os.environ.get(k) for k in ('CXX', 'CUDA_HOME', 'TORCH_CUDA_ARCH_LIST')]
+    gpu = torch.cuda.get_device_capability() if cuda else None  # an sm_90 build has no kernels for an sm_80 GPU
+    h.update(repr((cflags, cuda, torch.__version__, torch.version.cuda, sys.version_info[:2], _cpu_id(), env, gpu)).encode())
     return h.hexdigest()[:12]
 
 @contextmanager
@@ -78,8 +80,8 @@ def _file_lock(path: Path):
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
-# %% ../nbs/00_ext.ipynb #e38d3128
-_loaded = {}  # build key -> library path, for this process
+# %% ../nbs/00_ext.ipynb #ba31d12b
+_loaded = {}  # extension name -> (build key, library path), for this process
 
 def load_ext(name: str, sources, *, cuda=None, extra_cflags=(), verbose=False) -> Path:
     "Compile (once, cached) and load the C++/CUDA `sources` as a library of torch ops; return the library's path."
@@ -88,14 +90,16 @@ def load_ext(name: str, sources, *, cuda=None, extra_cflags=(), verbose=False) -
     if cuda is None: cuda = has_cu
     if cuda and not torch.cuda.is_available():
         raise ExtensionBuildError(f"extension {name!r} has CUDA sources but torch.cuda.is_available() is False")
-    check_toolchain(cuda=cuda)
     # -fno-trapping-math: we never read floating-point exception flags, and without it GCC refuses to if-convert
     # (and so to vectorise) loops whose selects guard a division or comparison that could raise one
     cflags = ['-O3', '-fopenmp', '-march=native', '-fno-trapping-math', *extra_cflags]
     cuda_cflags = ['-O3', '-lineinfo']
     key = _build_key(sources, (cflags, cuda_cflags), cuda)
     full_name = f"tgb_{name}_{key}"  # unique per content: a changed source never collides with an old build
-    if full_name in _loaded: return _loaded[full_name]
+    if name in _loaded:
+        if _loaded[name][0] == key: return _loaded[name][1]
+        raise ExtensionBuildError(f"extension {name!r} is already loaded in this process from other sources; its ops "
+                                  "can be registered only once per process: restart Python to load the changed sources")
     build_dir = cache_dir()/full_name
     lib = build_dir/f"{full_name}.so"
     with _file_lock(cache_dir()/f"{full_name}.lock"):
@@ -103,6 +107,7 @@ def load_ext(name: str, sources, *, cuda=None, extra_cflags=(), verbose=False) -
         if (build_dir/'.complete').exists() and lib.exists():
             torch.ops.load_library(str(lib))  # built before: no compiler, no ninja
         else:
+            check_toolchain(cuda=cuda)  # only a build needs the compiler, ninja and nvcc
             from torch.utils.cpp_extension import load
             build_dir.mkdir(parents=True, exist_ok=True)
             try:
@@ -115,10 +120,10 @@ def load_ext(name: str, sources, *, cuda=None, extra_cflags=(), verbose=False) -
                                           f"(build directory {build_dir}):\n{e}") from None
             (build_dir/'.complete').touch()
             if verbose: print(f"built {name} in {time.perf_counter()-t0:.1f}s")
-    _loaded[full_name] = lib
+    _loaded[name] = (key, lib)
     return lib
 
-# %% ../nbs/00_ext.ipynb #dde6a5ae
+# %% ../nbs/00_ext.ipynb #3d9a425f
 def cpu_extensions():
     "Names of the book's op libraries: every `csrc/NAME.cpp` that is not a CUDA binding."
     return sorted(p.stem for p in CSRC.glob('*.cpp') if not p.stem.endswith('_cuda'))
@@ -132,7 +137,7 @@ def load_ops(name: str, cuda=None):
     if cuda: load_ext(f'{name}_cuda', [f'{name}_cuda.cpp', f'{name}.cu'], cuda=True)
     return getattr(torch.ops, f'tgb_{name}')
 
-# %% ../nbs/00_ext.ipynb #cd4fe63e
+# %% ../nbs/00_ext.ipynb #e4637022
 def show_source(fname: str, start: str = None, end: str = None):
     "Print `csrc/fname`, or the lines from the first containing `start` through the first after it containing `end`."
     lines = (CSRC/fname).read_text().splitlines()
@@ -140,7 +145,7 @@ def show_source(fname: str, start: str = None, end: str = None):
     j = next((k for k in range(i, len(lines)) if end in lines[k]), len(lines)-1) if end else len(lines)-1
     print('\n'.join(lines[i:j+1]))
 
-# %% ../nbs/00_ext.ipynb #85bfb1eb
+# %% ../nbs/00_ext.ipynb #0a9766e5
 class _SiLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
@@ -165,7 +170,7 @@ def silu(x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.silu(x)  # other dtypes/devices: torch's own op
     return _SiLU.apply(x)
 
-# %% ../nbs/00_ext.ipynb #2e5aa24a
+# %% ../nbs/00_ext.ipynb #c3590471
 def build_all(names=None):
     "Build (or load from the cache) every CPU op library; return {name: seconds}."
     times = {}

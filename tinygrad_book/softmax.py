@@ -6,13 +6,13 @@
 __all__ = ['USE_KERNELS', 'softmax', 'log_softmax', 'logsumexp', 'cross_entropy', 'binary_cross_entropy_with_logits',
            'TemperatureScaler', 'ece', 'reliability_diagram', 'softmax_benchmarks']
 
-# %% ../nbs/04_softmax.ipynb #e7fdf86f
+# %% ../nbs/04_softmax.ipynb #d191716b
 import math, os
 import torch
 from torch import Tensor
 from .ext import load_ops
 
-# %% ../nbs/04_softmax.ipynb #bf0dd625
+# %% ../nbs/04_softmax.ipynb #8844cdbd
 USE_KERNELS = os.environ.get('TINYGRAD_BOOK_KERNELS', '1') != '0'  # False: always use the pure-torch path
 
 def _ops(): return load_ops('softmax')
@@ -40,13 +40,13 @@ def _to_rows(x: Tensor, dim: int):
 
 def _from_rows(y: Tensor, shape, dim: int) -> Tensor:
     y = y if y.shape == shape else y.reshape(shape)
-    return y if dim == len(shape) - 1 else y.movedim(-1, dim)
+    return y if dim == len(shape) - 1 else y.movedim(-1, dim).contiguous()  # torch returns a contiguous result
 
 def _upcast(x: Tensor) -> Tensor:
     "16-bit floats are reduced in float32, as torch does."
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
-# %% ../nbs/04_softmax.ipynb #78bf71c6
+# %% ../nbs/04_softmax.ipynb #cb873603
 class _SoftmaxFn(torch.autograd.Function):
     "softmax (log=False) or log_softmax (log=True) of a contiguous (R, C) matrix along its rows."
     @staticmethod
@@ -77,7 +77,7 @@ class _LogSumExpFn(torch.autograd.Function):
         x, out = ctx.saved_tensors
         return g.unsqueeze(-1) * (x - out.unsqueeze(-1)).exp()   # d lse / dx = softmax(x)
 
-# %% ../nbs/04_softmax.ipynb #f40644e3
+# %% ../nbs/04_softmax.ipynb #4d7a9282
 def _softmax_torch(x: Tensor, dim: int, log: bool) -> Tensor:
     xf = _upcast(x)
     z = xf - xf.amax(dim, keepdim=True).detach()
@@ -117,7 +117,7 @@ def logsumexp(x: Tensor, dim: int = -1) -> Tensor:
     rows, shape = _to_rows(x, dim)
     return _LogSumExpFn.apply(rows).reshape(shape[:-1])
 
-# %% ../nbs/04_softmax.ipynb #05d01c9f
+# %% ../nbs/04_softmax.ipynb #bff28dbe
 class _CrossEntropyFn(torch.autograd.Function):
     "Per-row cross-entropy of (R, C) logits against int64 targets (0 for ignored rows)."
     @staticmethod
@@ -151,11 +151,18 @@ def _ce_rows_torch(x, target, weight, ignore_index, label_smoothing):
         loss = loss + label_smoothing / C * smooth
     return torch.where(valid, loss, torch.zeros_like(loss))
 
-# %% ../nbs/04_softmax.ipynb #091e75f3
+# %% ../nbs/04_softmax.ipynb #752c7c43
 _REDUCTIONS = ('none', 'mean', 'sum')
+
+def _not_differentiable(t, name, fn):
+    "torch refuses a class weight that requires grad (the loss is not differentiable in it): so do we, not silently."
+    if t is not None and t.requires_grad and torch.is_grad_enabled():
+        raise ValueError(f"{fn} is not differentiable with respect to {name}: it must not require grad "
+                         f"(use {name}.detach())")
 
 def _check_weight(weight, C, like):
     if weight is None: return None
+    _not_differentiable(weight, 'weight', 'cross_entropy')
     if not isinstance(weight, Tensor) or not weight.is_floating_point():
         raise TypeError(f"weight must be a floating-point tensor of length {C}, got {getattr(weight, 'dtype', type(weight).__name__)}")
     if weight.shape != (C,):
@@ -210,7 +217,7 @@ def cross_entropy(logits: Tensor, target: Tensor, weight: Tensor = None, ignore_
     denom = valid.sum() if weight is None else (weight[torch.where(valid, t, 0)] * valid).sum()
     return rows.sum() / denom
 
-# %% ../nbs/04_softmax.ipynb #1da58130
+# %% ../nbs/04_softmax.ipynb #c57d9c83
 _BCE_REDUCTION = {'none': 0, 'sum': 1, 'mean': 2}
 
 def _bce_torch(logits, target, weight, pos_weight, reduction):
@@ -256,7 +263,7 @@ class _BCEFn(torch.autograd.Function):
         gs = g / x.numel() if ctx.reduction == 'mean' else g                          # () or like x
         return _ops().bce_bwd(gs.contiguous(), x, y, w, pw), None, None, None, None
 
-# %% ../nbs/04_softmax.ipynb #c11cbb9c
+# %% ../nbs/04_softmax.ipynb #f5ebd364
 def binary_cross_entropy_with_logits(logits: Tensor, target: Tensor, weight: Tensor = None, pos_weight: Tensor = None,
                                      reduction: str = 'mean') -> Tensor:
     "Sigmoid + binary cross-entropy in one stable formula, like `torch.nn.functional.binary_cross_entropy_with_logits`."
@@ -269,6 +276,7 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Tensor, weight: Ten
     for name, t in (('weight', weight), ('pos_weight', pos_weight)):
         if t is not None and (t.dim() > logits.dim() or any(a not in (1, b) for a, b in zip(t.shape[::-1], logits.shape[::-1]))):
             raise ValueError(f"{name} of shape {tuple(t.shape)} does not broadcast to logits {tuple(logits.shape)}")
+        _not_differentiable(t, name, 'binary_cross_entropy_with_logits')
     if _use_kernel(logits) and logits.device.type == 'cpu' and logits.numel():
         return _BCEFn.apply(logits.contiguous(), target.contiguous(), _bce_operand(weight, logits),
                             _bce_operand(pos_weight, logits), reduction)
@@ -276,7 +284,7 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Tensor, weight: Ten
     cast = lambda t: None if t is None else t.to(xf.dtype)
     return _bce_torch(xf, target.to(xf.dtype), cast(weight), cast(pos_weight), reduction).to(logits.dtype)
 
-# %% ../nbs/04_softmax.ipynb #88b5d61c
+# %% ../nbs/04_softmax.ipynb #2ca84ba1
 def _check_logits_labels(logits, labels):
     "Validate a (N, C) float score matrix and (N,) integer labels in [0, C); return them as tensors."
     logits, labels = torch.as_tensor(logits), torch.as_tensor(labels)
@@ -297,7 +305,7 @@ def _check_logits_labels(logits, labels):
         raise ValueError(f"labels must be in [0, C) = [0, {c}), got values in [{lo}, {hi}]")
     return logits, labels
 
-# %% ../nbs/04_softmax.ipynb #8819e8b3
+# %% ../nbs/04_softmax.ipynb #a19a0be8
 class TemperatureScaler(torch.nn.Module):
     """Post-hoc calibration: `forward(logits) = logits / T` with one learnt temperature `T > 0`.
 
@@ -346,7 +354,7 @@ class TemperatureScaler(torch.nn.Module):
         with torch.no_grad(): self.log_t.copy_(log_t.detach().to(self.log_t))
         return self
 
-# %% ../nbs/04_softmax.ipynb #99478716
+# %% ../nbs/04_softmax.ipynb #a42b0109
 def _calibration_bins(logits_or_probs, labels, n_bins):
     "Per-bin (count, sum of correct, sum of confidence) over equal-width confidence bins on (0, 1]."
     if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
@@ -381,7 +389,7 @@ def ece(logits_or_probs, labels, n_bins: int = 15) -> float:
     """
     return _ece_from_bins(*_calibration_bins(logits_or_probs, labels, n_bins))
 
-# %% ../nbs/04_softmax.ipynb #0d606301
+# %% ../nbs/04_softmax.ipynb #4e646fb5
 def reliability_diagram(logits_or_probs, labels, n_bins: int = 15, ax=None, title=None):
     "Bar chart of accuracy per confidence bin against the diagonal, with the calibration gap shaded. Returns the Axes."
     import matplotlib.pyplot as plt  # lazy: importing the module should not require a plotting backend
@@ -404,7 +412,7 @@ def reliability_diagram(logits_or_probs, labels, n_bins: int = 15, ax=None, titl
     ax.legend(loc='upper left', fontsize=8)
     return ax
 
-# %% ../nbs/04_softmax.ipynb #9fa3b17f
+# %% ../nbs/04_softmax.ipynb #faf57650
 from .bench import Case, benchmark
 
 def _bench_cases(device: str, R: int, C: int):

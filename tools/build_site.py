@@ -20,25 +20,20 @@ from pathlib import Path
 
 import yaml
 
-from nbtools import directives, src
+from nbtools import directives, hidden, src
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT / 'nbs'
-HIDE_FLAGS = {'hide', 'exporti', 'default_exp'}
-PLUMBING = re.compile(r'^\s*(from\s+nbdev\b|import\s+nbdev\b)|nbdev_export\s*\(', re.M)
 
 
 def proc_code(cell):
     "The cell for the site, or None to drop it."
-    # `#|` or `# |` lines, a blank line between them allowed; Quarto option lines (key: value) are kept as written
-    flags, _, opts, code = directives(src(cell), blanks='before-directive', spaced=True)
-    if flags & HIDE_FLAGS or PLUMBING.search(code): return None
-    try: parsed = yaml.safe_load('\n'.join(opts)) if opts else {}
-    except yaml.YAMLError: parsed = {}
-    if isinstance(parsed, dict) and parsed.get('include') is False: return None
-    if not code.strip() and not cell.get('outputs'): return None
+    # Quarto option lines (key: value) are kept as written; nbdev flags are dropped
+    d = directives(src(cell))
+    if hidden(d): return None
+    if not d.code.strip() and not cell.get('outputs'): return None
     cell = copy.deepcopy(cell)
-    cell['source'] = ''.join(f'#| {o}\n' for o in opts) + code.strip('\n')
+    cell['source'] = ''.join(f'#| {o}\n' for o in d.option_lines) + d.code.strip('\n')
     return cell
 
 

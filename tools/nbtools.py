@@ -1,23 +1,22 @@
 """Notebook-cell helpers shared by tools/readme.py, tools/build_site.py and tools/run_nbs.py (stdlib only).
 
-    from nbtools import src, directives   # the scripts' own folder, tools/, is on sys.path
+    from nbtools import src, directives, hidden   # the scripts' own folder, tools/, is on sys.path
 
 `src(cell)` is a cell's source as one string. `directives(code)` parses the `#|` lines at
 the top of a code cell: nbdev flags (`#| export`, `#| hide`, `#| cuda`, ...) and Quarto
-options (`#| echo: false`, `#| fig-cap: "..."`). The callers differ in which lines may sit
-in that block and in what they use, so the block's extent is chosen by arguments and the
-result carries everything any of them needs (see `Directives`).
+options (`#| echo: false`, `#| fig-cap: "..."`). `hidden(d)` says whether the README and the
+site leave such a cell out, so both hide the same cells.
 """
 import re
 from typing import NamedTuple
 
-# A directive line: `#|` after optional indentation; group 1 is the rest of the line.
-DIRECTIVE = re.compile(r'\s*#\|\s*(.*)$')
-# The same, also accepting blanks between `#` and `|` (`# | hide`).
-SPACED_DIRECTIVE = re.compile(r'\s*#\s*\|\s*(.*)$')
+# A directive line: `#|` (or `# |`) after optional indentation; group 1 is the rest of the line.
+DIRECTIVE = re.compile(r'\s*#\s*\|\s*(.*)$')
 # A Quarto option, `key: value`, as opposed to an nbdev flag such as `export` or `hide`.
 OPTION = re.compile(r'([\w-]+)\s*:\s*(.*)$')
-BLANKS = ('stop', 'before-directive', 'skip')
+# Cells the book never shows: nbdev's hidden and export-only cells, and nbdev plumbing.
+HIDE_FLAGS = {'hide', 'exporti', 'default_exp'}
+PLUMBING = re.compile(r'^\s*(from\s+nbdev\b|import\s+nbdev\b)|nbdev_export\s*\(', re.M)
 
 
 def src(cell):
@@ -35,28 +34,19 @@ class Directives(NamedTuple):
     code: str           # the lines after the directive block, joined with '\n', not stripped
 
 
-def directives(code, blanks='stop', spaced=False):
-    """Parse the leading `#|` directive lines of a code cell's source `code` into a `Directives`.
+def directives(code):
+    """Parse the leading directive lines (`#|` or `# |`) of a code cell's source `code` into a `Directives`.
 
-    The block is the run of directive lines at the top of the cell; `blanks` says what a
-    blank (empty or whitespace-only) line does there:
-      'stop'              it ends the block (it and what follows are code);
-      'before-directive'  it is skipped when the very next line is a directive, else it ends the block;
-      'skip'              it is always skipped: the block ends at the first other non-directive line.
-    Skipped blank lines are not part of `code`. `spaced=True` also takes `# |` (blanks between
-    `#` and `|`) for a directive; by default only `#|` is one. A directive with a word, optional
-    blanks and a colon first (`key: value`) is an option; any other non-empty one is a flag.
+    The block is the run of directive lines at the top of the cell; a blank line inside it is skipped when a
+    directive follows, and otherwise ends it. A directive with a word, optional blanks and a colon first
+    (`key: value`) is an option; any other non-empty one is a flag.
     """
-    if blanks not in BLANKS: raise ValueError(f'blanks must be one of {BLANKS}, not {blanks!r}')
-    pat = SPACED_DIRECTIVE if spaced else DIRECTIVE
     lines = code.split('\n')
     flags, opts, option_lines = set(), {}, []
     while lines:
-        m = pat.match(lines[0])
+        m = DIRECTIVE.match(lines[0])
         if not m:
-            if lines[0].strip(): break
-            if blanks == 'stop': break
-            if blanks == 'before-directive' and not (len(lines) > 1 and pat.match(lines[1])): break
+            if lines[0].strip() or not (len(lines) > 1 and DIRECTIVE.match(lines[1])): break
             lines.pop(0)
             continue
         lines.pop(0)
@@ -67,3 +57,8 @@ def directives(code, blanks='stop', spaced=False):
             option_lines.append(d)
         elif d: flags.add(d.split()[0])
     return Directives(flags, opts, option_lines, '\n'.join(lines))
+
+
+def hidden(d: Directives) -> bool:
+    "Is a code cell with these directives left out of the README and the site?"
+    return bool(d.flags & HIDE_FLAGS) or d.opts.get('include') == 'false' or bool(PLUMBING.search(d.code))

@@ -13,7 +13,7 @@ are rewritten so they work from the repository root (the notebook lives in nbs/)
 import argparse, json, os, re, sys
 from pathlib import Path
 
-from nbtools import directives, src
+from nbtools import directives, hidden, src
 
 ROOT = Path(__file__).resolve().parent.parent
 NB = ROOT / 'nbs' / 'index.ipynb'
@@ -66,13 +66,11 @@ def convert(nb):
         if kind == 'markdown':
             if s.strip(): out.append(fix_links(s.strip('\n')) + '\n')
         elif kind == 'code':
-            flags, opts, _, code = directives(s)  # the block is `#|` lines only: a blank line ends it
-            code = code.strip('\n')
-            if 'hide' in flags or 'exporti' in flags or 'default_exp' in flags: continue
-            if opts.get('include') == 'false': continue
-            if 'nbdev_export(' in code or re.search(r'^\s*(from|import) nbdev\b', code, re.M): continue
-            if opts.get('echo') != 'false' and code.strip(): out.append(fence(code, 'python'))
-            if opts.get('output') != 'false': out += outputs_md(cell)
+            d = directives(s)
+            if hidden(d): continue  # the same cells as the site leaves out
+            code = d.code.strip('\n')
+            if d.opts.get('echo') != 'false' and code.strip(): out.append(fence(code, 'python'))
+            if d.opts.get('output') != 'false': out += outputs_md(cell)
         # raw cells (front matter) are skipped
     return HEADER + '\n'.join(out)
 

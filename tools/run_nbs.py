@@ -77,7 +77,7 @@ def run_one(nb_path):
     def preproc(cell):  # True means skip
         if cell.cell_type != 'code': return True
         # the `#|` lines at the top, blank lines among them skipped: flags such as {'cuda'}, options such as {'eval': 'false'}
-        flags, opts, _, _ = directives(cell.source, blanks='skip')
+        flags, opts, _, _ = directives(cell.source)
         skip = None
         if 'cuda' in flags and not cuda: skip = 'cuda (no GPU)'
         elif opts.get('eval') == 'false': skip = 'eval: false'

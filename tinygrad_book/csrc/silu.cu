@@ -3,11 +3,11 @@
 #include <cuda_runtime.h>
 #include <cstdint>
 
+#include "cuda_math.cuh"
+
 namespace {
 
-template <typename T> __device__ __forceinline__ T dev_exp(T x);
-template <> __device__ __forceinline__ float dev_exp<float>(float x) { return expf(x); }
-template <> __device__ __forceinline__ double dev_exp<double>(double x) { return exp(x); }
+using tgb::dev_exp;
 
 template <typename T>
 __global__ void silu_fwd_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n) {

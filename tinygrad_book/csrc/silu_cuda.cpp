@@ -6,6 +6,8 @@
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
 
+#include "cuda_check.h"
+
 cudaError_t tgb_silu_fwd_f32(const float* x, float* y, int64_t n, cudaStream_t stream);
 cudaError_t tgb_silu_fwd_f64(const double* x, double* y, int64_t n, cudaStream_t stream);
 cudaError_t tgb_silu_bwd_f32(const float* g, const float* x, float* gx, int64_t n, cudaStream_t stream);
@@ -13,7 +15,6 @@ cudaError_t tgb_silu_bwd_f64(const double* g, const double* x, double* gx, int64
 
 namespace {
 
-void check(cudaError_t err) { TORCH_CHECK(err == cudaSuccess, "CUDA kernel launch failed: ", cudaGetErrorString(err)); }
 
 at::Tensor silu_fwd_cuda(const at::Tensor& x_) {
   TORCH_CHECK(x_.scalar_type() == at::kFloat || x_.scalar_type() == at::kDouble,
@@ -23,9 +24,9 @@ at::Tensor silu_fwd_cuda(const at::Tensor& x_) {
   auto y = at::empty_like(x);
   auto stream = c10::cuda::getCurrentCUDAStream().stream();
   if (x.scalar_type() == at::kFloat)
-    check(tgb_silu_fwd_f32(x.const_data_ptr<float>(), y.mutable_data_ptr<float>(), x.numel(), stream));
+    tgb::check_launch(tgb_silu_fwd_f32(x.const_data_ptr<float>(), y.mutable_data_ptr<float>(), x.numel(), stream));
   else
-    check(tgb_silu_fwd_f64(x.const_data_ptr<double>(), y.mutable_data_ptr<double>(), x.numel(), stream));
+    tgb::check_launch(tgb_silu_fwd_f64(x.const_data_ptr<double>(), y.mutable_data_ptr<double>(), x.numel(), stream));
   return y;
 }
 
@@ -37,10 +38,10 @@ at::Tensor silu_bwd_cuda(const at::Tensor& grad_, const at::Tensor& x_) {
   auto gx = at::empty_like(x);
   auto stream = c10::cuda::getCurrentCUDAStream().stream();
   if (x.scalar_type() == at::kFloat)
-    check(tgb_silu_bwd_f32(g.const_data_ptr<float>(), x.const_data_ptr<float>(), gx.mutable_data_ptr<float>(),
+    tgb::check_launch(tgb_silu_bwd_f32(g.const_data_ptr<float>(), x.const_data_ptr<float>(), gx.mutable_data_ptr<float>(),
                            x.numel(), stream));
   else
-    check(tgb_silu_bwd_f64(g.const_data_ptr<double>(), x.const_data_ptr<double>(), gx.mutable_data_ptr<double>(),
+    tgb::check_launch(tgb_silu_bwd_f64(g.const_data_ptr<double>(), x.const_data_ptr<double>(), gx.mutable_data_ptr<double>(),
                            x.numel(), stream));
   return gx;
 }

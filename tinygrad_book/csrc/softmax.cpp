@@ -49,7 +49,17 @@ static RowStats<T> row_stats(const T* x, int64_t n, T* exps = nullptr, std::vect
     const int64_t c1 = std::min(n, c0 + CHUNK);
     update_max(x, c0, c1, m, s);
     T cs = 0;
-    if (exps) {
+    if (m == -INFINITY) {
+      // Nothing above -inf yet, so exp(x - m) would be exp(-inf + inf) = NaN. The chunk holds only -inf entries
+      // (which contribute 0) and NaNs (which must poison the row, as in torch): x itself for NaN, else 0.
+#pragma omp simd reduction(+ : cs)
+      for (int64_t j = c0; j < c1; ++j) {
+        const T v = x[j] == -INFINITY ? T(0) : x[j];
+        if (exps) exps[j] = v;
+        cs += v;
+      }
+      if (exps) chunk_max->push_back(m);
+    } else if (exps) {
 #pragma omp simd reduction(+ : cs)
       for (int64_t j = c0; j < c1; ++j) {
         const T e = exp_fast<T>(x[j] - m);
@@ -245,7 +255,7 @@ at::Tensor logsumexp_fwd_cpu(const at::Tensor& x) {
 
 // Validates class-index targets and the optional class weights; returns sum(weight) (C without weights).
 static double check_targets(const at::Tensor& x, const at::Tensor& target, const std::optional<at::Tensor>& weight,
-                            int64_t ignore_index) {
+                            int64_t ignore_index, double eps) {
   check_matrix(x, "logits");
   TORCH_CHECK(target.scalar_type() == at::kLong, "target must be int64 class indices, got ", target.scalar_type());
   TORCH_CHECK(target.dim() == 1 && target.size(0) == x.size(0) && target.is_contiguous(),
@@ -259,13 +269,13 @@ static double check_targets(const at::Tensor& x, const at::Tensor& target, const
   const auto& w = *weight;
   TORCH_CHECK(w.dim() == 1 && w.size(0) == C && w.is_contiguous() && w.scalar_type() == x.scalar_type(),
               "weight must be a contiguous 1-D tensor of length ", C, " and the logits' dtype");
-  return w.sum().item<double>();
+  return eps > 0 ? w.sum().item<double>() : 0.0;  // sum(weight) is needed only with label smoothing
 }
 
 std::tuple<at::Tensor, at::Tensor> cross_entropy_fwd_cpu(const at::Tensor& x, const at::Tensor& target,
                                                          const std::optional<at::Tensor>& weight,
                                                          int64_t ignore_index, double label_smoothing) {
-  const double W = check_targets(x, target, weight, ignore_index);
+  const double W = check_targets(x, target, weight, ignore_index, label_smoothing);
   auto loss = at::empty({x.size(0)}, x.options());
   auto lse = at::empty({x.size(0)}, x.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cross_entropy_fwd_cpu", [&] {
@@ -280,7 +290,7 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_fwd_cpu(const at::Tensor& x, co
 at::Tensor cross_entropy_bwd_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& target,
                                  const at::Tensor& lse, const std::optional<at::Tensor>& weight, int64_t ignore_index,
                                  double label_smoothing) {
-  const double W = check_targets(x, target, weight, ignore_index);
+  const double W = check_targets(x, target, weight, ignore_index, label_smoothing);
   TORCH_CHECK(grad.dim() == 1 && grad.size(0) == x.size(0) && grad.scalar_type() == x.scalar_type(),
               "grad must be 1-D with one entry per row, in the logits' dtype");
   TORCH_CHECK(lse.dim() == 1 && lse.size(0) == x.size(0) && lse.scalar_type() == at::kDouble,

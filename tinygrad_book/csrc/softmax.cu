@@ -10,18 +10,16 @@
 #include <cstdint>
 #include <cmath>
 
+#include "cuda_math.cuh"
+
 namespace {
 
 constexpr int kThreads = 512;  // threads per block (one block per row) for the streaming kernels
 constexpr int kMaxWarps = 32;  // 1024 threads at most: the size of the shared arrays of the block reductions
 
-template <typename T> __device__ __forceinline__ T dev_exp(T x);
-template <> __device__ __forceinline__ float dev_exp<float>(float x) { return expf(x); }
-template <> __device__ __forceinline__ double dev_exp<double>(double x) { return exp(x); }
-template <typename T> __device__ __forceinline__ T dev_log(T x);
-template <> __device__ __forceinline__ float dev_log<float>(float x) { return logf(x); }
-template <> __device__ __forceinline__ double dev_log<double>(double x) { return log(x); }
-template <typename T> __device__ __forceinline__ T neg_inf() { return -INFINITY; }
+using tgb::dev_exp;
+using tgb::dev_log;
+using tgb::neg_inf;
 
 template <typename T> struct MaxSum { T m, s; };
 
@@ -211,6 +209,7 @@ bool launch_softmax_fwd_regs(const T* x, T* y, int64_t rows, int64_t cols, bool 
   else if (vpt <= 2) softmax_fwd_regs_kernel<T, 2><<<grid, threads, 0, st>>>(x, y, rows, cols, log);
   else if (vpt <= 4) softmax_fwd_regs_kernel<T, 4><<<grid, threads, 0, st>>>(x, y, rows, cols, log);
   else if constexpr (kMaxVpt == 8) softmax_fwd_regs_kernel<T, 8><<<grid, threads, 0, st>>>(x, y, rows, cols, log);
+  else return false;  // unreachable: nv <= 1024 * kMaxVpt
   return true;
 }
 
@@ -320,7 +319,7 @@ __global__ void cross_entropy_bwd_kernel(const T* __restrict__ G, const T* __res
     const int64_t t = Tg[i];
     if (t == ignore_index || t < 0 || t >= C) {  // ignored: zero gradient; out of range: NaN, never an OOB read
       const T fill = t == ignore_index ? T(0) : T(NAN);
-      row_map(o, (const T*)nullptr, o, C, vec, [=](T, T, int64_t) { return fill; });
+      for (int64_t k = threadIdx.x; k < C; k += blockDim.x) o[k] = fill;
       continue;
     }
     const double gi = double(G[i]), wt = Wt ? double(Wt[t]) : 1.0;

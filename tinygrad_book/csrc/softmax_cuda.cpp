@@ -5,6 +5,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime_api.h>
+
+#include "cuda_check.h"
 #include <optional>
 
 #define TGB_DECLARE(T, SUFFIX)                                                                                     \
@@ -20,7 +22,6 @@ TGB_DECLARE(double, f64)
 
 namespace {
 
-void check(cudaError_t err) { TORCH_CHECK(err == cudaSuccess, "CUDA kernel launch failed: ", cudaGetErrorString(err)); }
 cudaStream_t stream() { return c10::cuda::getCurrentCUDAStream().stream(); }
 
 void check_matrix(const at::Tensor& x, const char* name) {
@@ -35,9 +36,9 @@ at::Tensor softmax_fwd_cuda(const at::Tensor& x, bool log) {
   const c10::cuda::CUDAGuard guard(x.device());
   auto y = at::empty_like(x);
   if (x.scalar_type() == at::kFloat)
-    check(tgb_softmax_fwd_f32(x.const_data_ptr<float>(), y.mutable_data_ptr<float>(), x.size(0), x.size(1), log, stream()));
+    tgb::check_launch(tgb_softmax_fwd_f32(x.const_data_ptr<float>(), y.mutable_data_ptr<float>(), x.size(0), x.size(1), log, stream()));
   else
-    check(tgb_softmax_fwd_f64(x.const_data_ptr<double>(), y.mutable_data_ptr<double>(), x.size(0), x.size(1), log, stream()));
+    tgb::check_launch(tgb_softmax_fwd_f64(x.const_data_ptr<double>(), y.mutable_data_ptr<double>(), x.size(0), x.size(1), log, stream()));
   return y;
 }
 
@@ -48,10 +49,10 @@ at::Tensor softmax_bwd_cuda(const at::Tensor& g, const at::Tensor& y, bool log) 
   const c10::cuda::CUDAGuard guard(y.device());
   auto gx = at::empty_like(y);
   if (y.scalar_type() == at::kFloat)
-    check(tgb_softmax_bwd_f32(g.const_data_ptr<float>(), y.const_data_ptr<float>(), gx.mutable_data_ptr<float>(),
+    tgb::check_launch(tgb_softmax_bwd_f32(g.const_data_ptr<float>(), y.const_data_ptr<float>(), gx.mutable_data_ptr<float>(),
                               y.size(0), y.size(1), log, stream()));
   else
-    check(tgb_softmax_bwd_f64(g.const_data_ptr<double>(), y.const_data_ptr<double>(), gx.mutable_data_ptr<double>(),
+    tgb::check_launch(tgb_softmax_bwd_f64(g.const_data_ptr<double>(), y.const_data_ptr<double>(), gx.mutable_data_ptr<double>(),
                               y.size(0), y.size(1), log, stream()));
   return gx;
 }
@@ -61,9 +62,9 @@ at::Tensor logsumexp_fwd_cuda(const at::Tensor& x) {
   const c10::cuda::CUDAGuard guard(x.device());
   auto out = at::empty({x.size(0)}, x.options());
   if (x.scalar_type() == at::kFloat)
-    check(tgb_logsumexp_f32(x.const_data_ptr<float>(), out.mutable_data_ptr<float>(), x.size(0), x.size(1), stream()));
+    tgb::check_launch(tgb_logsumexp_f32(x.const_data_ptr<float>(), out.mutable_data_ptr<float>(), x.size(0), x.size(1), stream()));
   else
-    check(tgb_logsumexp_f64(x.const_data_ptr<double>(), out.mutable_data_ptr<double>(), x.size(0), x.size(1), stream()));
+    tgb::check_launch(tgb_logsumexp_f64(x.const_data_ptr<double>(), out.mutable_data_ptr<double>(), x.size(0), x.size(1), stream()));
   return out;
 }
 
@@ -92,11 +93,11 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_fwd_cuda(const at::Tensor& x, c
   auto loss = at::empty({x.size(0)}, x.options());
   auto lse = at::empty({x.size(0)}, x.options().dtype(at::kDouble));
   if (x.scalar_type() == at::kFloat)
-    check(tgb_cross_entropy_fwd_f32(x.const_data_ptr<float>(), target.const_data_ptr<int64_t>(),
+    tgb::check_launch(tgb_cross_entropy_fwd_f32(x.const_data_ptr<float>(), target.const_data_ptr<int64_t>(),
                                     weight ? weight->const_data_ptr<float>() : nullptr, W, loss.mutable_data_ptr<float>(),
                                     lse.mutable_data_ptr<double>(), x.size(0), x.size(1), ignore_index, eps, stream()));
   else
-    check(tgb_cross_entropy_fwd_f64(x.const_data_ptr<double>(), target.const_data_ptr<int64_t>(),
+    tgb::check_launch(tgb_cross_entropy_fwd_f64(x.const_data_ptr<double>(), target.const_data_ptr<int64_t>(),
                                     weight ? weight->const_data_ptr<double>() : nullptr, W,
                                     loss.mutable_data_ptr<double>(), lse.mutable_data_ptr<double>(), x.size(0),
                                     x.size(1), ignore_index, eps, stream()));
@@ -114,11 +115,11 @@ at::Tensor cross_entropy_bwd_cuda(const at::Tensor& grad, const at::Tensor& x, c
   auto g = grad.contiguous();
   auto gx = at::empty_like(x);
   if (x.scalar_type() == at::kFloat)
-    check(tgb_cross_entropy_bwd_f32(g.const_data_ptr<float>(), x.const_data_ptr<float>(), target.const_data_ptr<int64_t>(),
+    tgb::check_launch(tgb_cross_entropy_bwd_f32(g.const_data_ptr<float>(), x.const_data_ptr<float>(), target.const_data_ptr<int64_t>(),
                                     lse.const_data_ptr<double>(), weight ? weight->const_data_ptr<float>() : nullptr, W,
                                     gx.mutable_data_ptr<float>(), x.size(0), x.size(1), ignore_index, eps, stream()));
   else
-    check(tgb_cross_entropy_bwd_f64(g.const_data_ptr<double>(), x.const_data_ptr<double>(),
+    tgb::check_launch(tgb_cross_entropy_bwd_f64(g.const_data_ptr<double>(), x.const_data_ptr<double>(),
                                     target.const_data_ptr<int64_t>(), lse.const_data_ptr<double>(),
                                     weight ? weight->const_data_ptr<double>() : nullptr, W,
                                     gx.mutable_data_ptr<double>(), x.size(0), x.size(1), ignore_index, eps, stream()));
