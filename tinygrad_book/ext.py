@@ -6,14 +6,14 @@
 __all__ = ['CSRC', 'cache_dir', 'ExtensionBuildError', 'check_toolchain', 'load_ext', 'cpu_extensions', 'load_ops', 'show_source',
            'silu', 'build_all', 'check_cuda', 'main']
 
-# %% ../nbs/00_ext.ipynb #a21e5190
+# %% ../nbs/00_ext.ipynb #df0e9bc5
 import os, sys, time, functools, hashlib, shutil, fcntl, platform, subprocess, argparse, importlib.util
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 
-# %% ../nbs/00_ext.ipynb #87b9f2f1
+# %% ../nbs/00_ext.ipynb #cc94f193
 CSRC = Path(importlib.util.find_spec('tinygrad_book').origin).parent/'csrc'
 
 def cache_dir() -> Path:
@@ -24,7 +24,7 @@ def cache_dir() -> Path:
 class ExtensionBuildError(RuntimeError):
     "A compiled extension could not be built or loaded; the message says what is missing or what failed."
 
-# %% ../nbs/00_ext.ipynb #efc14595
+# %% ../nbs/00_ext.ipynb #7946d3e8
 def _ensure_ninja():
     from torch.utils.cpp_extension import is_ninja_available
     bin_dir = str(Path(sys.executable).parent)
@@ -47,7 +47,8 @@ def check_toolchain(cuda: bool = False):
     if cuda and not _nvcc():
         raise ExtensionBuildError("CUDA sources need `nvcc`, which was not found: install the CUDA toolkit or set CUDA_HOME")
 
-# %% ../nbs/00_ext.ipynb #3146ab2e
+# %% ../nbs/00_ext.ipynb #507b1abe
+@functools.cache  # read /proc/cpuinfo once per process, not on every cache-key computation
 def _cpu_id() -> str:
     "The CPU model and feature flags: part of the cache key because builds use -march=native."
     try:
@@ -80,7 +81,7 @@ def _file_lock(path: Path):
         try: yield
         finally: fcntl.flock(f, fcntl.LOCK_UN)
 
-# %% ../nbs/00_ext.ipynb #ba31d12b
+# %% ../nbs/00_ext.ipynb #e9c5d57a
 _loaded = {}  # extension name -> (build key, library path), for this process
 
 def load_ext(name: str, sources, *, cuda=None, extra_cflags=(), verbose=False) -> Path:
@@ -123,7 +124,7 @@ def load_ext(name: str, sources, *, cuda=None, extra_cflags=(), verbose=False) -
     _loaded[name] = (key, lib)
     return lib
 
-# %% ../nbs/00_ext.ipynb #3d9a425f
+# %% ../nbs/00_ext.ipynb #791b5af6
 def cpu_extensions():
     "Names of the book's op libraries: every `csrc/NAME.cpp` that is not a CUDA binding."
     return sorted(p.stem for p in CSRC.glob('*.cpp') if not p.stem.endswith('_cuda'))
@@ -137,7 +138,7 @@ def load_ops(name: str, cuda=None):
     if cuda: load_ext(f'{name}_cuda', [f'{name}_cuda.cpp', f'{name}.cu'], cuda=True)
     return getattr(torch.ops, f'tgb_{name}')
 
-# %% ../nbs/00_ext.ipynb #e4637022
+# %% ../nbs/00_ext.ipynb #5157ec4f
 def show_source(fname: str, start: str = None, end: str = None):
     "Print `csrc/fname`, or the lines from the first containing `start` through the first after it containing `end`."
     lines = (CSRC/fname).read_text().splitlines()
@@ -145,7 +146,7 @@ def show_source(fname: str, start: str = None, end: str = None):
     j = next((k for k in range(i, len(lines)) if end in lines[k]), len(lines)-1) if end else len(lines)-1
     print('\n'.join(lines[i:j+1]))
 
-# %% ../nbs/00_ext.ipynb #0a9766e5
+# %% ../nbs/00_ext.ipynb #9c82eae4
 class _SiLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
@@ -170,7 +171,7 @@ def silu(x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.silu(x)  # other dtypes/devices: torch's own op
     return _SiLU.apply(x)
 
-# %% ../nbs/00_ext.ipynb #c3590471
+# %% ../nbs/00_ext.ipynb #6b7ea6e4
 def build_all(names=None):
     "Build (or load from the cache) every CPU op library; return {name: seconds}."
     times = {}

@@ -6,13 +6,13 @@
 __all__ = ['USE_KERNELS', 'softmax', 'log_softmax', 'logsumexp', 'cross_entropy', 'binary_cross_entropy_with_logits',
            'TemperatureScaler', 'ece', 'reliability_diagram', 'softmax_benchmarks']
 
-# %% ../nbs/04_softmax.ipynb #d191716b
+# %% ../nbs/04_softmax.ipynb #474812ae
 import math, os
 import torch
 from torch import Tensor
 from .ext import load_ops
 
-# %% ../nbs/04_softmax.ipynb #8844cdbd
+# %% ../nbs/04_softmax.ipynb #3cc811a0
 USE_KERNELS = os.environ.get('TINYGRAD_BOOK_KERNELS', '1') != '0'  # False: always use the pure-torch path
 
 def _ops(): return load_ops('softmax')
@@ -46,7 +46,7 @@ def _upcast(x: Tensor) -> Tensor:
     "16-bit floats are reduced in float32, as torch does."
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
-# %% ../nbs/04_softmax.ipynb #cb873603
+# %% ../nbs/04_softmax.ipynb #ba2e5cfa
 class _SoftmaxFn(torch.autograd.Function):
     "softmax (log=False) or log_softmax (log=True) of a contiguous (R, C) matrix along its rows."
     @staticmethod
@@ -77,7 +77,7 @@ class _LogSumExpFn(torch.autograd.Function):
         x, out = ctx.saved_tensors
         return g.unsqueeze(-1) * (x - out.unsqueeze(-1)).exp()   # d lse / dx = softmax(x)
 
-# %% ../nbs/04_softmax.ipynb #4d7a9282
+# %% ../nbs/04_softmax.ipynb #570d9977
 def _softmax_torch(x: Tensor, dim: int, log: bool) -> Tensor:
     xf = _upcast(x)
     z = xf - xf.amax(dim, keepdim=True).detach()
@@ -117,7 +117,7 @@ def logsumexp(x: Tensor, dim: int = -1) -> Tensor:
     rows, shape = _to_rows(x, dim)
     return _LogSumExpFn.apply(rows).reshape(shape[:-1])
 
-# %% ../nbs/04_softmax.ipynb #bff28dbe
+# %% ../nbs/04_softmax.ipynb #2835221f
 class _CrossEntropyFn(torch.autograd.Function):
     "Per-row cross-entropy of (R, C) logits against int64 targets (0 for ignored rows)."
     @staticmethod
@@ -151,7 +151,7 @@ def _ce_rows_torch(x, target, weight, ignore_index, label_smoothing):
         loss = loss + label_smoothing / C * smooth
     return torch.where(valid, loss, torch.zeros_like(loss))
 
-# %% ../nbs/04_softmax.ipynb #752c7c43
+# %% ../nbs/04_softmax.ipynb #ed16d252
 _REDUCTIONS = ('none', 'mean', 'sum')
 
 def _not_differentiable(t, name, fn):
@@ -203,13 +203,13 @@ def cross_entropy(logits: Tensor, target: Tensor, weight: Tensor = None, ignore_
         raise ValueError(f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)}: "
                          f"expected {expected} (classes on dim 1)")
     if target.device != logits.device: raise ValueError(f"target is on {target.device} but logits are on {logits.device}")
-    x = logits.movedim(1, -1).reshape(-1, C) if logits.dim() >= 2 else logits.reshape(1, C)   # (R, C)
+    x, _ = _to_rows(logits, 1 if logits.dim() >= 2 else 0)                                   # (R, C), classes last
     t = target.reshape(-1).contiguous()                                                      # (R,)
     valid = t != ignore_index
     bad = valid & ((t < 0) | (t >= C))
     if bad.any(): raise IndexError(f"target {t[bad][0].item()} is out of bounds for {C} classes (valid: 0..{C-1} or ignore_index={ignore_index})")
     if _use_kernel(x) and x.numel():
-        rows = _CrossEntropyFn.apply(x.contiguous(), t, weight, ignore_index, float(label_smoothing))
+        rows = _CrossEntropyFn.apply(x, t, weight, ignore_index, float(label_smoothing))
     else:
         rows = _ce_rows_torch(_upcast(x), t, None if weight is None else _upcast(weight), ignore_index, label_smoothing).to(x.dtype)
     if reduction == 'none': return rows.reshape(target.shape)
@@ -217,7 +217,7 @@ def cross_entropy(logits: Tensor, target: Tensor, weight: Tensor = None, ignore_
     denom = valid.sum() if weight is None else (weight[torch.where(valid, t, 0)] * valid).sum()
     return rows.sum() / denom
 
-# %% ../nbs/04_softmax.ipynb #c57d9c83
+# %% ../nbs/04_softmax.ipynb #67c7d467
 _BCE_REDUCTION = {'none': 0, 'sum': 1, 'mean': 2}
 
 def _bce_torch(logits, target, weight, pos_weight, reduction):
@@ -263,7 +263,7 @@ class _BCEFn(torch.autograd.Function):
         gs = g / x.numel() if ctx.reduction == 'mean' else g                          # () or like x
         return _ops().bce_bwd(gs.contiguous(), x, y, w, pw), None, None, None, None
 
-# %% ../nbs/04_softmax.ipynb #f5ebd364
+# %% ../nbs/04_softmax.ipynb #c290b27b
 def binary_cross_entropy_with_logits(logits: Tensor, target: Tensor, weight: Tensor = None, pos_weight: Tensor = None,
                                      reduction: str = 'mean') -> Tensor:
     "Sigmoid + binary cross-entropy in one stable formula, like `torch.nn.functional.binary_cross_entropy_with_logits`."
@@ -284,7 +284,7 @@ def binary_cross_entropy_with_logits(logits: Tensor, target: Tensor, weight: Ten
     cast = lambda t: None if t is None else t.to(xf.dtype)
     return _bce_torch(xf, target.to(xf.dtype), cast(weight), cast(pos_weight), reduction).to(logits.dtype)
 
-# %% ../nbs/04_softmax.ipynb #2ca84ba1
+# %% ../nbs/04_softmax.ipynb #fe98c795
 def _check_logits_labels(logits, labels):
     "Validate a (N, C) float score matrix and (N,) integer labels in [0, C); return them as tensors."
     logits, labels = torch.as_tensor(logits), torch.as_tensor(labels)
@@ -305,7 +305,7 @@ def _check_logits_labels(logits, labels):
         raise ValueError(f"labels must be in [0, C) = [0, {c}), got values in [{lo}, {hi}]")
     return logits, labels
 
-# %% ../nbs/04_softmax.ipynb #a19a0be8
+# %% ../nbs/04_softmax.ipynb #75d2bea6
 class TemperatureScaler(torch.nn.Module):
     """Post-hoc calibration: `forward(logits) = logits / T` with one learnt temperature `T > 0`.
 
@@ -354,7 +354,7 @@ class TemperatureScaler(torch.nn.Module):
         with torch.no_grad(): self.log_t.copy_(log_t.detach().to(self.log_t))
         return self
 
-# %% ../nbs/04_softmax.ipynb #a42b0109
+# %% ../nbs/04_softmax.ipynb #41e952ad
 def _calibration_bins(logits_or_probs, labels, n_bins):
     "Per-bin (count, sum of correct, sum of confidence) over equal-width confidence bins on (0, 1]."
     if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
@@ -389,7 +389,7 @@ def ece(logits_or_probs, labels, n_bins: int = 15) -> float:
     """
     return _ece_from_bins(*_calibration_bins(logits_or_probs, labels, n_bins))
 
-# %% ../nbs/04_softmax.ipynb #4e646fb5
+# %% ../nbs/04_softmax.ipynb #cb0811e5
 def reliability_diagram(logits_or_probs, labels, n_bins: int = 15, ax=None, title=None):
     "Bar chart of accuracy per confidence bin against the diagonal, with the calibration gap shaded. Returns the Axes."
     import matplotlib.pyplot as plt  # lazy: importing the module should not require a plotting backend
@@ -412,7 +412,7 @@ def reliability_diagram(logits_or_probs, labels, n_bins: int = 15, ax=None, titl
     ax.legend(loc='upper left', fontsize=8)
     return ax
 
-# %% ../nbs/04_softmax.ipynb #faf57650
+# %% ../nbs/04_softmax.ipynb #c7c1ad6c
 from .bench import Case, benchmark
 
 def _bench_cases(device: str, R: int, C: int):
