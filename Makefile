@@ -9,7 +9,10 @@ SHELL := /bin/bash
 VENV  ?= .venv
 BIN   := $(VENV)/bin
 PY    := $(BIN)/python
-STAMP := $(VENV)/.stamp
+# The install step reruns when the *content* of the packaging files changes, not their mtimes
+# (nbdev_export rewrites pyproject.toml with the same text on every run).
+DEPS_HASH := $(shell cat settings.ini setup.py pyproject.toml 2>/dev/null | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.stamp-$(DEPS_HASH)
 
 # Compiled extensions are cached inside the project, not in ~/.cache
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/.cache/torch_extensions
@@ -23,6 +26,8 @@ export PATH := $(abspath $(BIN)):$(PATH)
 book: $(STAMP)
 	@echo "== nbdev_export"
 	$(BIN)/nbdev_export
+	@echo "== building the C++ extensions (once; the notebooks then load them from the cache)"
+	$(PY) -m tinygrad_book.ext build
 	@echo "== running the notebooks (unchanged ones are skipped; FORCE=1 reruns all)"
 	$(PY) tools/run_nbs.py $(if $(FORCE),--force)
 	$(PY) tools/readme.py
@@ -49,9 +54,10 @@ readme: $(STAMP)
 ## ---------------------------------------------------------------- pieces
 
 # One pip call, with torch pinned beside everything that depends on it (a bare `torch` would pull a CUDA build).
-$(STAMP): settings.ini setup.py $(wildcard pyproject.toml)
+$(STAMP):
 	@test -x $(PY) || { echo "== creating $(VENV)"; python3 -m venv $(VENV); }
 	$(BIN)/pip install torch==2.13.0 'nbdev<3' 'fastcore<1.13' 'execnb<0.2' 'ghapi<1.1' -e '.[dev]'
+	rm -f $(VENV)/.stamp*
 	touch $@
 
 venv: $(STAMP)

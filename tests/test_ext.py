@@ -108,6 +108,9 @@ def test_two_processes_build_the_same_extension_at_once(tmp_path):
         assert p.returncode == 0, err
         assert out.strip().endswith('[2.0, 2.0]'), out
     assert sum(int(out.split()[0]) for out, _ in outs) == 1, outs  # one process built, the other waited and loaded
+    # the process that compiled said so, in one line naming the library; the one that waited said nothing
+    said = [err for _, err in outs if 'tinygrad_book: compiling twice (twice.cpp)' in err]
+    assert len(said) == 1, outs
     builds = [d for d in (tmp_path / 'cache').iterdir() if d.is_dir()]
     assert len(builds) == 1, builds
     assert (builds[0] / '.complete').exists()
@@ -177,3 +180,73 @@ def test_changed_source_in_the_same_process_is_refused_not_a_crash(tmp_path):
     assert r.returncode == 0, r.stderr
     assert 'refused:' in r.stdout and 'restart Python' in r.stdout, r.stdout
     assert r.stdout.strip().endswith('[1.0]'), r.stdout  # the first version keeps working
+
+
+def _run_load(cache, code="from tinygrad_book import ext; ext.load_ops('silu')", *args, **env):
+    return subprocess.run([sys.executable, *args, '-c', code] if not args else [sys.executable, *args],
+                          env={**os.environ, 'TORCH_EXTENSIONS_DIR': str(cache), **env},
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cache_path_that_is_a_file_is_a_clear_error(tmp_path):
+    """A cache path that is a file: ExtensionBuildError with the fix, from the API and from the CLI (no traceback)."""
+    cache = tmp_path / 'not_a_dir'
+    cache.write_text('x')
+    r = _run_load(cache, "from tinygrad_book import ext\n"
+                         "try: ext.load_ops('silu')\n"
+                         "except ext.ExtensionBuildError as e: print('ExtensionBuildError:', e)")
+    assert r.returncode == 0, r.stderr
+    assert 'ExtensionBuildError:' in r.stdout and 'is a file' in r.stdout, r.stdout
+    assert 'TORCH_EXTENSIONS_DIR' in r.stdout and 'TINYGRAD_BOOK_KERNELS=0' in r.stdout, r.stdout
+    r = subprocess.run([sys.executable, '-m', 'tinygrad_book.ext', 'build', 'silu'], capture_output=True, text=True,
+                       env={**os.environ, 'TORCH_EXTENSIONS_DIR': str(cache)}, timeout=600)
+    assert r.returncode == 1
+    assert r.stderr.startswith('error: the extension cache') and 'Traceback' not in r.stderr, r.stderr
+    assert cache.read_text() == 'x'  # nothing was overwritten
+
+
+def test_cache_under_a_file_is_a_clear_error(tmp_path):
+    (tmp_path / 'f').write_text('x')
+    r = _run_load(tmp_path / 'f' / 'cache', "from tinygrad_book import ext\n"
+                  "try: ext.load_ops('silu')\n"
+                  "except ext.ExtensionBuildError as e: print('ExtensionBuildError:', e)")
+    assert 'ExtensionBuildError:' in r.stdout and 'cannot be created' in r.stdout, r.stdout + r.stderr
+
+
+def _as_nobody():
+    "Run a subprocess as an unprivileged user where we are root (root ignores file permissions), else as ourselves."
+    import shutil
+    if os.geteuid() != 0: return []
+    if not shutil.which('setpriv'): pytest.skip('running as root without setpriv: cannot test permissions')
+    return ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups']
+
+
+def test_read_only_cache_with_a_finished_build_loads(tmp_path):
+    """A complete build in a cache nobody can write still loads (no lock file needed); building into it is a clear error."""
+    import shutil, stat, tempfile
+    ext.load_ops('silu')
+    built = ext._loaded['silu'][1].parent
+    root = Path(tempfile.mkdtemp(prefix='tgb_ro_'))  # outside pytest's private tmp dir, so another user can reach it
+    try:
+        cache = root / 'cache'
+        shutil.copytree(built, cache / built.name)
+        for p in [root, *root.rglob('*')]:  # read-only for everyone
+            p.chmod(p.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) | stat.S_IROTH |
+                    (stat.S_IXOTH if p.is_dir() else 0))
+        code = ("import torch; from tinygrad_book import ext; ext.load_ops('silu'); "
+                "print(torch.ops.tgb_silu.silu_fwd(torch.zeros(1)))")
+        r = subprocess.run([*_as_nobody(), sys.executable, '-c', code], capture_output=True, text=True, timeout=600,
+                           env={**os.environ, 'TORCH_EXTENSIONS_DIR': str(cache), 'HOME': str(root)})
+        assert r.returncode == 0, r.stderr
+        assert 'tensor([0.])' in r.stdout
+        # a library with no finished build in that cache would have to be built there: a clear error instead
+        r = subprocess.run([*_as_nobody(), sys.executable, '-c',
+                            "from tinygrad_book import ext\n"
+                            "try: ext.load_ext('unbuilt', ['silu.cpp'], extra_cflags=['-DTGB_UNBUILT'])\n"
+                            "except ext.ExtensionBuildError as e: print('ExtensionBuildError:', e)"],
+                           capture_output=True, text=True, timeout=600,
+                           env={**os.environ, 'TORCH_EXTENSIONS_DIR': str(cache), 'HOME': str(root)})
+        assert 'ExtensionBuildError:' in r.stdout and 'not writable' in r.stdout, r.stdout + r.stderr
+    finally:
+        for p in [root, *root.rglob('*')]: p.chmod(p.stat().st_mode | stat.S_IWUSR)
+        shutil.rmtree(root)

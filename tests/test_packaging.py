@@ -83,3 +83,13 @@ print('ok', tinygrad_book.__version__)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.startswith('ok'), r.stdout
     assert any((tmp_path / 'ext').glob('tgb_softmax_*/*.so')), 'the extension was not built from the installed sources'
+
+
+def test_wheel_requires_what_a_build_needs(wheel):
+    "`pip install` alone must bring ninja (torch.utils.cpp_extension needs it to build the kernels)."
+    meta = next(n for n in zipfile.ZipFile(wheel).namelist() if n.endswith('.dist-info/METADATA'))
+    text = zipfile.ZipFile(wheel).read(meta).decode()
+    requires = [l.split(':', 1)[1].strip().split()[0].split(';')[0] for l in text.splitlines() if l.startswith('Requires-Dist:')
+                and 'extra ==' not in l]
+    names = {r.split('>')[0].split('<')[0].split('=')[0].lower() for r in requires}
+    assert {'torch', 'numpy', 'ninja'} <= names, requires

@@ -116,6 +116,41 @@ def test_no_nbdev_plumbing_shows(site):
     assert not found, 'nbdev directives or plumbing in the rendered pages:\n' + '\n'.join(found)
 
 
+# What a reader must never see on a page: a traceback, an error output, a CLI's "error:" line, a failed build.
+ERROR_OUTPUT = re.compile(r'Traceback \(most recent call last\)|cell-output-error|ExtensionBuildError:|^error: |'
+                          r'<pre[^>]*>(?:<code[^>]*>)?error: ', re.M)
+
+
+def test_no_page_shows_error_output(site):
+    out, pages = site
+    bad = []
+    for p in sorted(out.rglob('*.html')):
+        m = ERROR_OUTPUT.search(p.read_text(encoding='utf-8'))
+        if m: bad.append(f'{p.relative_to(out)}: {m.group(0)!r}')
+    assert not bad, 'pages showing error output (fix the cell, rerun `make book`):\n' + '\n'.join(bad)
+
+
+def test_no_notebook_carries_an_error_output():
+    "The same rule at the source: no saved output of type 'error', no stderr stream starting with 'error:'."
+    bad = []
+    for nb in sorted(NBS.glob('*.ipynb')):
+        for i, c in enumerate(json.loads(nb.read_text(encoding='utf-8'))['cells']):
+            for o in c.get('outputs', []):
+                text = ''.join(o.get('text', '')) if o.get('output_type') == 'stream' else ''
+                if o.get('output_type') == 'error' or re.search(r'^error: |Traceback \(most recent', text, re.M):
+                    bad.append(f'{nb.name} cell {i}')
+    assert not bad, 'notebooks saved with error outputs:\n' + '\n'.join(bad)
+
+
+def test_every_page_links_to_the_repository(site):
+    import yaml
+    repo = yaml.safe_load((ROOT / '_quarto.yml').read_text(encoding='utf-8'))['website']['repo-url'].rstrip('/')
+    out, pages = site
+    missing = [name for name, p in pages.items() if name.endswith('.html') and name != '404.html'
+               and not any(t == 'a' and h.startswith(repo) for t, h in p.links)]
+    assert not missing, f'pages without a link to {repo}: {missing}'
+
+
 @pytest.mark.skipif(not (NBS / '04_softmax.ipynb').exists(), reason='nbs/04_softmax.ipynb not written yet')
 def test_softmax_chapter_has_a_figure(site):
     out, pages = site
