@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['UNARY_OPS', 'BINARY_OPS', 'REDUCE_OPS', 'as_dtype', 'Device', 'NumpyDevice', 'get_device', 'set_default_device',
            'broadcast_shapes', 'NDArray', 'maximum', 'minimum', 'where', 'matmul', 'cat', 'stack', 'full', 'zeros',
-           'ones', 'zeros_like', 'ones_like', 'full_like', 'arange', 'manual_seed', 'rand', 'randn']
+           'ones', 'zeros_like', 'ones_like', 'full_like', 'arange', 'manual_seed', 'rand', 'randn', 'CpuDevice']
 
 # %% ../nbs/01_ndarray.ipynb #b0778fbc
 import math, numbers, operator, os
@@ -736,3 +736,58 @@ def rand(shape, dtype='float32', device=None, seed=None) -> NDArray:
 def randn(shape, dtype='float32', device=None, seed=None) -> NDArray:
     "Standard normal samples (from numpy's PCG64 generator; `seed` makes them reproducible)."
     return _random('randn', shape, dtype, device, seed)
+
+# %% ../nbs/01_ndarray.ipynb #2a104254
+def _torch():
+    import torch  # imported on first use of a torch-backed device: the numpy backend does not need it
+    return torch
+
+class CpuDevice(NumpyDevice):
+    """The C++ backend: buffers are flat CPU `torch.Tensor`s (which numpy can view without a copy) and the primitives
+    are the strided OpenMP kernels of `csrc/ndarray.cpp`. An op the kernels lack runs the numpy reference's code on a
+    zero-copy numpy view of the same memory, so an extension can add the reference first and the kernel later."""
+    name = 'cpu'
+    C_UNARY, C_BINARY, C_REDUCE = set(UNARY_OPS), set(BINARY_OPS), set(REDUCE_OPS)
+    matmul_algo = 2  # 0 naive, 1 cache-blocked, 2 packed + register-blocked micro-kernel
+
+    def __init__(self):
+        from tinygrad_book.ext import load_ops
+        torch = _torch()
+        self._ops = load_ops('ndarray', cuda=False)
+        self._tdtype = {np.dtype('float32'): torch.float32, np.dtype('float64'): torch.float64, np.dtype('int64'): torch.int64}
+        self._empty, self._from_numpy = torch.empty, torch.from_numpy
+
+    def empty(self, size, dtype): return self._empty(size, dtype=self._tdtype[dtype])
+    def from_numpy(self, a): return self._from_numpy(np.array(a, order='C', copy=True).reshape(-1))
+    def buffer_numpy(self, buf): return buf.numpy()  # shares memory
+
+    def copy(self, src, dst):
+        self._ops.copy(src._buf, src._shape, src._strides, src._offset, dst._buf, dst._strides, dst._offset)
+    def fill(self, dst, value):
+        self._ops.fill(dst._buf, dst._shape, dst._strides, dst._offset, _py_scalar(value, dst._dtype))
+    def unary(self, op, a, out):
+        if op not in self.C_UNARY: return super().unary(op, a, out)
+        self._ops.unary(op, a._buf, a._strides, a._offset, out._buf, out._shape, out._strides, out._offset)
+    def binary(self, op, a, b, out):
+        if op not in self.C_BINARY: return super().binary(op, a, b, out)
+        self._ops.binary(op, a._buf, a._strides, a._offset, b._buf, b._strides, b._offset,
+                         out._buf, out._shape, out._strides, out._offset)
+    def scalar(self, op, a, s, out, reverse=False):
+        if op not in self.C_BINARY: return super().scalar(op, a, s, out, reverse)
+        self._ops.scalar(op, a._buf, a._strides, a._offset, _py_scalar(s, out._dtype), reverse,
+                         out._buf, out._shape, out._strides, out._offset)
+    def where(self, c, a, b, out):
+        self._ops.where(c._buf, c._strides, c._offset, a._buf, a._strides, a._offset, b._buf, b._strides, b._offset,
+                        out._buf, out._shape, out._strides, out._offset)
+    def reduce(self, op, a, n, out):
+        if op not in self.C_REDUCE: return super().reduce(op, a, n, out)
+        self._ops.reduce(op, a._buf, a._shape, a._strides, a._offset, n, out._buf)
+    def matmul(self, a, b, out):
+        self._ops.matmul(a._buf, a._shape, a._strides, a._offset, b._buf, b._shape, b._strides, b._offset,
+                         out._buf, self.matmul_algo)
+
+def _py_scalar(s, dtype: np.dtype):
+    "`s` rounded to `dtype` as numpy would (a float64 value rounded to float32 stays rounded), as a Python number."
+    with np.errstate(all='ignore'): return dtype.type(s).item()
+
+_DEVICE_FACTORIES['cpu'] = CpuDevice
