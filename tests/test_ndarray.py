@@ -448,3 +448,38 @@ def test_property_views_and_ops(device, chain):
     b = NDArray(a.copy(), device=x.device)
     b[...] = x                          # strided copy into a compact array
     check_equal(b, a)
+
+
+# ------------------------------------------------------------------- C++ backend: the large-size code paths
+@pytest.fixture(params=[1, 2], ids=['1thread', '2threads'])
+def cpu_threads(request):
+    prev = nd.set_num_threads(request.param)   # force the thread count: the adaptive default may pick 1 under load
+    yield request.param
+    nd.set_num_threads(prev)
+
+@pytest.mark.skipif('cpu' not in nd._DEVICE_FACTORIES, reason='no C++ backend')
+@pytest.mark.parametrize('dtype', FLOATS)
+def test_cpu_large_paths(cpu_threads, dtype):
+    """Sizes past the kernels' thresholds: chunked parallel rows, 32x32 tiles with ragged edges (transposed
+    inputs), column reductions, parallel full reductions, and matmul with K > KC (the accumulate path),
+    M > MC and edge micro-tiles."""
+    a, b = arr((300, 530), dtype, 20), arr((530, 300), dtype, 21)
+    x, y = NDArray(a, device='cpu'), NDArray(b, device='cpu')
+    check_equal(x + y.T, a + b.T)
+    check_equal(x.T * y, a.T * b)
+    check_equal(nd.where(x > 0, x, y.T), np.where(a > 0, a, b.T))
+    check_close(x.exp(), np.exp(a), ULP_RTOL[np.dtype(dtype)])
+    rt = SUM_RTOL[np.dtype(dtype)]
+    for axis in (0, 1, None, (0, 1)):
+        check_close(x.sum(axis), np.asarray(a.sum(axis)), rt, rt * 3 * 530)
+        check_close(y.T.sum(axis), np.asarray(b.T.sum(axis)), rt, rt * 3 * 530)
+        check_equal(x.max(axis), np.asarray(a.max(axis)))
+    check_equal(x.argmax(0), a.argmax(0)); check_equal(y.T.argmin(1), b.T.argmin(1))
+    c = arr((2, 1, 530, 270), dtype, 22)
+    for algo in (0, 1, 2):
+        nd.get_device('cpu').matmul_algo = algo
+        try:
+            check_close(x @ c, a @ c, rt, rt * 9 * 530)
+            check_close(y.T @ c[1, 0], b.T @ c[1, 0], rt, rt * 9 * 530)
+        finally:
+            nd.get_device('cpu').matmul_algo = 2

@@ -15,7 +15,10 @@
 #include <ATen/ATen.h>
 #include <omp.h>
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -24,14 +27,51 @@
 #include "fast_math.h"
 #include "ndarray_layout.h"
 
-#pragma GCC optimize("no-math-errno")
-
 namespace {
 
 using IntList = c10::IntArrayRef;
 using tgb::Layout;
 
 constexpr int64_t kParallelMin = 1 << 15;  // elements below which threads cost more than they save
+
+// How many threads a parallel loop over `work` elements uses. A fixed count if set_threads(n > 0) was called;
+// otherwise (the default) adaptive: one thread per core that is not running another process right now
+// (procs_running in /proc/loadavg, re-read at most every 20 ms). On a shared machine whose cores are all busy, a
+// second thread is not a second core: it waits to be scheduled, and the region's closing barrier waits for it -
+// measured here, 2 threads made a 5 ms exp take 24 ms under a load of 5 on 2 cores. OMP_DYNAMIC does the same from
+// the 15-minute load average, too slowly to follow other jobs starting and stopping.
+std::atomic<int> g_threads{0};
+std::atomic<int64_t> g_idle_checked_ns{0};
+std::atomic<int> g_idle_threads{1};
+
+int idle_threads() {
+  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+      std::chrono::steady_clock::now().time_since_epoch()).count();
+  if (now - g_idle_checked_ns.load(std::memory_order_relaxed) > 20'000'000) {
+    g_idle_checked_ns.store(now, std::memory_order_relaxed);
+    int running = 1;
+    if (FILE* f = std::fopen("/proc/loadavg", "r")) {
+      double l1, l5, l15;
+      int total;
+      if (std::fscanf(f, "%lf %lf %lf %d/%d", &l1, &l5, &l15, &running, &total) != 5) running = 1;
+      std::fclose(f);
+    }
+    // `running` counts this thread too: the other cores are free if fewer others run
+    g_idle_threads.store(std::max(1, omp_get_num_procs() - std::max(0, running - 1)), std::memory_order_relaxed);
+  }
+  return g_idle_threads.load(std::memory_order_relaxed);
+}
+
+int pick_threads(int64_t work) {
+  if (work < kParallelMin) return 1;
+  const int fixed = g_threads.load(std::memory_order_relaxed);
+  return std::max(1, std::min(omp_get_max_threads(), fixed > 0 ? fixed : idle_threads()));
+}
+
+int64_t set_threads(int64_t n) {
+  TORCH_CHECK(n >= 0, "set_threads: n must be >= 0 (0: adaptive), got ", n);
+  return g_threads.exchange((int)n);
+}
 
 std::vector<int64_t> vec(IntList a) { return std::vector<int64_t>(a.begin(), a.end()); }
 
@@ -120,10 +160,15 @@ void ewise(const Layout<NIN + 1>& L, TO* out, std::array<const TI*, NIN> in, con
   const int outer_dims = tiled ? nd - 2 : nd - 1;
   int64_t n_outer = 1;
   for (int d = 0; d < outer_dims; ++d) n_outer *= L.shape[d];
-  // work items: outer index x (row-tile, column-tile) when tiled, else outer index (one row each)
-  const int64_t tiles_mid = tiled ? (n_mid + T - 1) / T : 1, tiles_in = tiled ? (n_in + T - 1) / T : 1;
+  const int nt = pick_threads(total);
+  // work items: (outer index, row tile, column tile) when tiled; else (outer index, chunk of the row), where a
+  // long row is cut into chunks so that a few long rows (or one: a compact array) still spread over the threads
+  const int64_t tiles_mid = tiled ? (n_mid + T - 1) / T : 1;
+  const int64_t tiles_in = tiled ? (n_in + T - 1) / T
+                                 : (nt > 1 && n_outer < 4 * nt ? std::max<int64_t>(1, std::min<int64_t>(4 * nt, n_in / 4096)) : 1);
+  const int64_t chunk = tiled ? T : (n_in + tiles_in - 1) / tiles_in;
   const int64_t n_items = n_outer * tiles_mid * tiles_in;
-#pragma omp parallel for schedule(static) if (total >= kParallelMin)
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
   for (int64_t item = 0; item < n_items; ++item) {
     int64_t rest = item / (tiles_mid * tiles_in);
     const int64_t tile = item % (tiles_mid * tiles_in);
@@ -135,13 +180,13 @@ void ewise(const Layout<NIN + 1>& L, TO* out, std::array<const TI*, NIN> in, con
     }
     std::array<int64_t, NIN> s_in;
     for (int k = 0; k < NIN; ++k) s_in[k] = L.stride[nd - 1][k + 1];
+    const int64_t c0 = (tile % tiles_in) * chunk, c1 = std::min(n_in, c0 + chunk);
     if (!tiled) {
       std::array<const TI*, NIN> p;
-      for (int k = 0; k < NIN; ++k) p[k] = in[k] + off[k + 1];
-      inner_loop<NIN, TO, TI>(n_in, out + off[0], L.stride[nd - 1][0], p, s_in, f);
+      for (int k = 0; k < NIN; ++k) p[k] = in[k] + off[k + 1] + c0 * s_in[k];
+      inner_loop<NIN, TO, TI>(c1 - c0, out + off[0] + c0 * L.stride[nd - 1][0], L.stride[nd - 1][0], p, s_in, f);
     } else {
-      const int64_t r0 = (tile / tiles_in) * T, c0 = (tile % tiles_in) * T;
-      const int64_t r1 = std::min(n_mid, r0 + T), c1 = std::min(n_in, c0 + T);
+      const int64_t r0 = (tile / tiles_in) * T, r1 = std::min(n_mid, r0 + T);
       for (int64_t r = r0; r < r1; ++r) {
         std::array<const TI*, NIN> p;
         for (int k = 0; k < NIN; ++k) p[k] = in[k] + off[k + 1] + r * L.stride[nd - 2][k + 1] + c0 * s_in[k];
@@ -188,10 +233,9 @@ template <class T> inline T sigmoid_op(T x) {
   return (x >= 0 ? T(1) : e) / (T(1) + e);
 }
 
-// sqrt of a negative number is NaN in hardware; the C library would also set errno, a side effect that stops GCC
-// from vectorising the loop, hence no-math-errno for this file (set after the includes, which keep their flags).
-inline float sqrt_op(float x) { return std::sqrt(x); }
-inline double sqrt_op(double x) { return std::sqrt(x); }
+// std::sqrt of a negative number sets errno, a side effect that stops GCC from vectorising the loop. The argument
+// |x| is never negative, so the compiler drops that path; negative inputs get their NaN from the select.
+template <class T> inline T sqrt_op(T x) { const T r = std::sqrt(std::fabs(x)); return x < 0 ? T(NAN) : r; }
 
 template <class T> inline T sign_op(T x) { return x > 0 ? T(1) : (x < 0 ? T(-1) : (x == 0 ? T(0) : x)); }
 
@@ -239,7 +283,7 @@ template <class T, class K> void with_unary(const std::string& op, const K& k) {
     else if (op == "log") k([](T a) { return log_op(a); });
     else if (op == "tanh") k([](T a) { return tanh_op(a); });
     else if (op == "sigmoid") k([](T a) { return sigmoid_op<T>(a); });
-    else if (op == "sqrt") k([](T a) { return sqrt_op(a); });
+    else if (op == "sqrt") k([](T a) { return sqrt_op<T>(a); });
     else { TORCH_CHECK(false, "unary: unknown op '", op, "'"); }
   } else { TORCH_CHECK(false, "unary: op '", op, "' is not defined for int64 (it is computed in float64)"); }
 }
@@ -467,7 +511,8 @@ void reduce_kernel(const T* a, const ReduceLayout& RL, int64_t n_out, int64_t n_
     std::vector<int64_t> kshape_o(RL.kshape.begin(), RL.kshape.end() - 1), kstride_o(RL.kstride.begin(), RL.kstride.end() - 1);
     const int64_t CB = 512;  // columns per work item: 512 accumulators stay in L1
     const int64_t n_cb = (nc + CB - 1) / CB;
-#pragma omp parallel for schedule(static) if (work >= kParallelMin)
+  const int nt = pick_threads(work);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int64_t item = 0; item < outer * n_cb; ++item) {
       const int64_t oi = item / n_cb, c0 = (item % n_cb) * CB, c1 = std::min(nc, c0 + CB);
       int64_t base = 0, rest = oi;
@@ -487,7 +532,8 @@ void reduce_kernel(const T* a, const ReduceLayout& RL, int64_t n_out, int64_t n_
     return;
   }
   // One output element at a time: its reduced elements are visited run by run.
-#pragma omp parallel for schedule(static) if (work >= kParallelMin && n_out > 1)
+  const int nt = n_out > 1 ? pick_threads(work) : 1;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
   for (int64_t o = 0; o < n_out; ++o) {
     int64_t base = 0, rest = o;
     for (int d = (int)RL.kshape.size() - 1; d >= 0; --d) { base += (rest % RL.kshape[d]) * RL.kstride[d]; rest /= RL.kshape[d]; }
@@ -498,8 +544,6 @@ void reduce_kernel(const T* a, const ReduceLayout& RL, int64_t n_out, int64_t n_
     });
     out[o] = T(acc);
   }
-  // A single output (a full reduction) of a large array: the loop above ran on one thread; that is fine for
-  // memory-bound sums on 2 cores but leaves a core idle - split the run instead.
 }
 
 // Full reductions to one element: split the elements over threads, then merge the partial results.
@@ -507,9 +551,9 @@ template <class T, class R>
 bool reduce_all_parallel(const T* a, const ReduceLayout& RL, int64_t n_red, T* out) {
   if (RL.rshape.size() != 1 || RL.rstride[0] != 1 || n_red < kParallelMin || !RL.kshape.empty()) return false;
   using A = typename R::A;
-  const int nt = omp_get_max_threads();
+  const int nt = pick_threads(n_red);
   std::vector<A> part(nt, R::init());
-#pragma omp parallel num_threads(nt)
+#pragma omp parallel num_threads(nt) if (nt > 1)
   {
     const int t = omp_get_thread_num(), n = omp_get_num_threads();
     const int64_t lo = n_red * t / n, hi = n_red * (t + 1) / n;
@@ -523,7 +567,8 @@ bool reduce_all_parallel(const T* a, const ReduceLayout& RL, int64_t n_red, T* o
 
 template <class T, bool IS_MAX>
 void argreduce_kernel(const T* a, const ReduceLayout& RL, int64_t n_out, int64_t n, int64_t stride, int64_t* out) {
-#pragma omp parallel for schedule(static) if (n_out * n >= kParallelMin && n_out > 1)
+  const int nt = n_out > 1 ? pick_threads(n_out * n) : 1;
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
   for (int64_t o = 0; o < n_out; ++o) {
     int64_t base = 0, rest = o;
     for (int d = (int)RL.kshape.size() - 1; d >= 0; --d) { base += (rest % RL.kshape[d]) * RL.kstride[d]; rest /= RL.kshape[d]; }
@@ -584,7 +629,8 @@ struct MatView { int64_t rs, cs; };  // row and column strides
 // of B is read with stride N (a new cache line per element), and nothing is reused from one (i, j) to the next.
 template <class T>
 void mm_naive(const T* A, MatView a, const T* B, MatView b, T* C, int64_t ldc, int64_t M, int64_t N, int64_t K) {
-#pragma omp parallel for schedule(static) if (M * N * K >= kParallelMin)
+  const int nt = pick_threads(M * N * K);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
   for (int64_t i = 0; i < M; ++i)
     for (int64_t j = 0; j < N; ++j) {
       acc_t<T> acc = 0;
@@ -599,7 +645,8 @@ void mm_naive(const T* A, MatView a, const T* B, MatView b, T* C, int64_t ldc, i
 template <class T>
 void mm_blocked(const T* A, MatView a, const T* B, MatView b, T* C, int64_t ldc, int64_t M, int64_t N, int64_t K) {
   constexpr int64_t MB = 64, NB = 256, KB = 128;
-#pragma omp parallel for schedule(static) collapse(2) if (M * N * K >= kParallelMin)
+  const int nt = pick_threads(M * N * K);
+#pragma omp parallel for schedule(static) collapse(2) num_threads(nt) if (nt > 1)
   for (int64_t i0 = 0; i0 < M; i0 += MB)
     for (int64_t j0 = 0; j0 < N; j0 += NB) {
       const int64_t i1 = std::min(M, i0 + MB), j1 = std::min(N, j0 + NB);
@@ -631,8 +678,8 @@ void mm_blocked(const T* A, MatView a, const T* B, MatView b, T* C, int64_t ldc,
 // MR-tall row panels, each laid out in the exact order the micro-kernel reads them (unit stride, aligned), which
 // also makes any input strides (transposed, sliced, broadcast) cost nothing beyond the packing copy.
 template <class T> struct MicroShape;
-template <> struct MicroShape<float> { static constexpr int W = 16, MR = 8, NR = 32; };   // 16 zmm accumulators
-template <> struct MicroShape<double> { static constexpr int W = 8, MR = 8, NR = 16; };
+template <> struct MicroShape<float> { static constexpr int W = 16, MR = 12, NR = 32; };  // 24 zmm accumulators
+template <> struct MicroShape<double> { static constexpr int W = 8, MR = 12, NR = 16; };
 template <> struct MicroShape<int64_t> { static constexpr int W = 8, MR = 4, NR = 16; };
 
 // 64-byte GCC vector types: one AVX-512 register (two AVX2 registers, or four SSE ones, on older CPUs)
@@ -722,9 +769,9 @@ void mm_packed(const T* A, MatView a, const T* B, MatView b, T* C, int64_t ldc, 
     for (int64_t i = 0; i < M; ++i) for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = T(0);
     return;
   }
-  const bool par = M * N * K >= kParallelMin;
+  const int nt = pick_threads(M * N * K);
   std::vector<T> Bp(((std::min(N, NC) + NR - 1) / NR) * NR * KC);
-#pragma omp parallel if (par)
+#pragma omp parallel num_threads(nt) if (nt > 1)
   {
     std::vector<T> Ap(((MC + MR - 1) / MR) * MR * KC);
     for (int64_t j0 = 0; j0 < N; j0 += NC) {
@@ -800,6 +847,7 @@ TORCH_LIBRARY(tgb_ndarray, m) {
   m.def("reduce(str op, Tensor a, int[] shape, int[] strides, int offset, int n_reduce, Tensor(a!) out) -> ()");
   m.def("matmul(Tensor a, int[] a_shape, int[] a_strides, int a_offset, Tensor b, int[] b_shape, int[] b_strides, "
         "int b_offset, Tensor(a!) out, int algo=2) -> ()");
+  m.def("set_threads(int n) -> int", &set_threads);  // 0: adaptive (the default); returns the previous setting
 }
 
 TORCH_LIBRARY_IMPL(tgb_ndarray, CPU, m) {
