@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['GPT2_PATTERN', 'GPT4_PATTERN', 'PATTERNS', 'WHOLE_TEXT_PATTERN', 'USE_CPP', 'FILE_FORMAT', 'FILE_VERSION',
-           'resolve_pattern', 'split_text', 'to_valid_unicode', 'get_pair_counts', 'merge_pair', 'VanillaBPE',
-           'count_chunks', 'train_reference', 'bpe_merge_reference', 'unicode_classes', 'BPETokenizer', 'header_path',
-           'dump_tiktoken_bpe', 'parse_tiktoken_bpe', 'gpt2_bytes_to_unicode', 'data_cache_dir', 'default_corpus',
-           'hf_bpe_trainer', 'bpe_benchmarks']
+           'get_pair_counts', 'merge_pair', 'VanillaBPE', 'resolve_pattern', 'split_text', 'to_valid_unicode',
+           'data_cache_dir', 'default_corpus', 'count_chunks', 'train_reference', 'bpe_merge_reference',
+           'unicode_classes', 'BPETokenizer', 'header_path', 'dump_tiktoken_bpe', 'parse_tiktoken_bpe',
+           'gpt2_bytes_to_unicode', 'hf_bpe_trainer', 'bench_cases', 'bpe_benchmarks']
 
 # %% ../nbs/05_bpe.ipynb #export-imports
 import base64, hashlib, heapq, json, os, tempfile, threading
@@ -19,44 +19,6 @@ from typing import Iterable
 import regex
 import torch
 from .ext import load_ops
-
-# %% ../nbs/05_bpe.ipynb #export-patterns
-# The split patterns, copied verbatim from tiktoken (tiktoken_ext/openai_public.py): r50k/GPT-2 and cl100k/GPT-4.
-GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
-GPT4_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
-PATTERNS = {'gpt2': GPT2_PATTERN, 'gpt4': GPT4_PATTERN}
-WHOLE_TEXT_PATTERN = r"""[\s\S]+"""  # pattern=None: the whole text is one chunk (what we hand tiktoken for it)
-
-def resolve_pattern(pattern):
-    "(name, regex string) for `pattern`: 'gpt2', 'gpt4', None (no pre-tokenization) or a regex string."
-    if pattern is None: return None, None
-    if not isinstance(pattern, str):
-        raise TypeError(f"pattern must be 'gpt2', 'gpt4', None or a regex string, got {type(pattern).__name__}")
-    if pattern in PATTERNS: return pattern, PATTERNS[pattern]
-    for name, pat in PATTERNS.items():
-        if pattern == pat: return name, pat
-    try: regex.compile(pattern)
-    except regex.error as e: raise ValueError(f"pattern {pattern!r} is not a valid regex: {e}") from None
-    return 'custom', pattern
-
-def split_text(text: str, pattern) -> list:
-    "Pre-tokenize `text` into chunks with `pattern` (name or regex); BPE never merges across chunks."
-    _, pat = resolve_pattern(pattern)
-    if pat is None: return [text] if text else []
-    return _compiled(pat).findall(text)
-
-_regex_cache = {}
-def _compiled(pat):
-    if pat not in _regex_cache: _regex_cache[pat] = regex.compile(pat)
-    return _regex_cache[pat]
-
-def to_valid_unicode(text: str) -> str:
-    "What tiktoken does to text that is not valid UTF-8: surrogate pairs are joined, lone surrogates become U+FFFD."
-    try:
-        text.encode('utf-8')
-        return text
-    except UnicodeEncodeError:
-        return text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')
 
 # %% ../nbs/05_bpe.ipynb #export-vanilla
 def get_pair_counts(ids, counts=None) -> dict:
@@ -103,6 +65,90 @@ class VanillaBPE:
 
     def decode(self, ids) -> str: return b''.join(self.vocab[i] for i in ids).decode('utf-8', errors='replace')
 
+# %% ../nbs/05_bpe.ipynb #export-patterns
+# The split patterns, copied verbatim from tiktoken (tiktoken_ext/openai_public.py): r50k/GPT-2 and cl100k/GPT-4.
+GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
+GPT4_PATTERN = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s"""
+PATTERNS = {'gpt2': GPT2_PATTERN, 'gpt4': GPT4_PATTERN}
+WHOLE_TEXT_PATTERN = r"""[\s\S]+"""  # pattern=None: the whole text is one chunk (what we hand tiktoken for it)
+
+def resolve_pattern(pattern):
+    "(name, regex string) for `pattern`: 'gpt2', 'gpt4', None (no pre-tokenization) or a regex string."
+    if pattern is None: return None, None
+    if not isinstance(pattern, str):
+        raise TypeError(f"pattern must be 'gpt2', 'gpt4', None or a regex string, got {type(pattern).__name__}")
+    if pattern in PATTERNS: return pattern, PATTERNS[pattern]
+    for name, pat in PATTERNS.items():
+        if pattern == pat: return name, pat
+    try: regex.compile(pattern)
+    except regex.error as e: raise ValueError(f"pattern {pattern!r} is not a valid regex: {e}") from None
+    return 'custom', pattern
+
+def split_text(text: str, pattern) -> list:
+    "Pre-tokenize `text` into chunks with `pattern` (name or regex); BPE never merges across chunks."
+    _, pat = resolve_pattern(pattern)
+    if pat is None: return [text] if text else []
+    return _compiled(pat).findall(text)
+
+_regex_cache = {}
+def _compiled(pat):
+    if pat not in _regex_cache: _regex_cache[pat] = regex.compile(pat)
+    return _regex_cache[pat]
+
+def to_valid_unicode(text: str) -> str:
+    "What tiktoken does to text that is not valid UTF-8: surrogate pairs are joined, lone surrogates become U+FFFD."
+    try:
+        text.encode('utf-8')
+        return text
+    except UnicodeEncodeError:
+        return text.encode('utf-16', 'surrogatepass').decode('utf-16', 'replace')
+
+# %% ../nbs/05_bpe.ipynb #export-corpus
+def _atomic_write(path: Path, data: bytes):
+    "Write to a temporary file in the same directory, then rename: readers see the old file or the new one, never half."
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data); f.flush(); os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp): os.unlink(tmp)
+        raise
+
+def data_cache_dir() -> Path:
+    "Where generated data goes: `$TINYGRAD_BOOK_CACHE`, else the project's `.cache/` (a source checkout), else `~/.cache/tinygrad_book`."
+    if os.environ.get('TINYGRAD_BOOK_CACHE'): return Path(os.environ['TINYGRAD_BOOK_CACHE'])
+    import importlib.util
+    root = Path(importlib.util.find_spec('tinygrad_book').origin).resolve().parent.parent  # works in the notebook too
+    return root/'.cache' if (root/'settings.ini').exists() else Path.home()/'.cache'/'tinygrad_book'
+
+def default_corpus(max_bytes: int = 10_000_000) -> list:
+    """Documents (str) totalling about `max_bytes` of UTF-8: the Python documentation's prose (`pydoc_data.topics`,
+    one document per topic), then the standard library's `.py` sources in path order. Cached under `.cache/bpe/`."""
+    import sysconfig, pydoc_data.topics
+    path = data_cache_dir()/'bpe'/f'corpus_{max_bytes}.json'
+    if path.exists():
+        try: return json.loads(path.read_text(encoding='utf-8'))
+        except (json.JSONDecodeError, UnicodeDecodeError): pass  # a damaged cache is rebuilt
+    docs, size = [], 0
+    def add(doc):
+        nonlocal size
+        n = len(doc.encode('utf-8'))
+        if size + n > max_bytes: doc = doc.encode('utf-8')[:max_bytes - size].decode('utf-8', 'ignore'); n = len(doc.encode('utf-8'))
+        if doc: docs.append(doc); size += n
+    for k in sorted(pydoc_data.topics.topics):
+        if size >= max_bytes: break
+        add(pydoc_data.topics.topics[k])
+    stdlib = Path(sysconfig.get_paths()['stdlib'])
+    for p in sorted(stdlib.rglob('*.py')):
+        if size >= max_bytes: break
+        if 'site-packages' in p.parts: continue
+        try: add(p.read_text(encoding='utf-8'))
+        except (UnicodeDecodeError, OSError): continue
+    _atomic_write(path, json.dumps(docs, ensure_ascii=False).encode('utf-8'))
+    return docs
+
 # %% ../nbs/05_bpe.ipynb #export-reference-train
 def count_chunks(texts, pattern='gpt4', counts=None) -> Counter:
     "Stream over `texts` (a str or an iterable of str); count each pre-tokenized chunk's UTF-8 bytes once per occurrence."
@@ -121,8 +167,9 @@ def _iter_texts(texts, name):
         yield t
 
 def train_reference(chunk_counts: dict, vocab_size: int, min_frequency: int = 1):
-    """The production algorithm in pure Python: `chunk_counts` maps each distinct chunk (bytes) to its count.
-    Returns (merges, vocab): merges is a list of (left_id, right_id, new_id); vocab maps id -> bytes.
+    """The production algorithm in pure Python: `chunk_counts` maps each distinct chunk (bytes) to its count (or is
+    a list of (chunk, count) pairs, repeats allowed). Returns (merges, vocab): merges is a list of
+    (left_id, right_id, new_id); vocab maps id -> bytes.
 
     Tie-break: the pair with the highest count wins; among equal counts, the smallest left id, then the smallest
     right id. A merge whose bytes already are a token (two different splits of the same string) reuses that id
@@ -130,8 +177,9 @@ def train_reference(chunk_counts: dict, vocab_size: int, min_frequency: int = 1)
     _check_train_args(vocab_size, min_frequency)
     vocab = {i: bytes([i]) for i in range(256)}
     ids_of = {b: i for i, b in vocab.items()}
-    words = [list(w) for w in chunk_counts]                  # each distinct chunk once, as a list of token ids
-    freq = list(chunk_counts.values())
+    items = list(chunk_counts.items()) if isinstance(chunk_counts, dict) else list(chunk_counts)
+    words = [list(w) for w, _ in items]                      # each distinct chunk once, as a list of token ids
+    freq = [c for _, c in items]
     pair_count, where = defaultdict(int), defaultdict(set)   # pair -> weighted count; pair -> words holding it
     for wi, w in enumerate(words):
         for p in zip(w, w[1:]):
@@ -469,18 +517,6 @@ def _special_regex(tokens: frozenset):
 # %% ../nbs/05_bpe.ipynb #export-files
 FILE_FORMAT, FILE_VERSION = 'tinygrad_book.bpe', 1
 
-def _atomic_write(path: Path, data: bytes):
-    "Write to a temporary file in the same directory, then rename: readers see the old file or the new one, never half."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data); f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.unlink(tmp)
-        raise
-
 def header_path(path) -> Path:
     "The JSON header beside a ranks file: `tok.tiktoken` -> `tok.tiktoken.json`."
     return Path(str(path) + '.json')
@@ -548,12 +584,14 @@ def _load(cls, path, pattern='gpt4', special_tokens=None, *, backend=None):
         if not isinstance(header.get('version'), int) or header['version'] > FILE_VERSION:
             raise ValueError(f"{hp}: version {header.get('version')!r} is newer than this reader ({FILE_VERSION}): upgrade tinygrad_book")
         pattern, special_tokens, merges = header.get('pattern'), header.get('special_tokens') or {}, header.get('merges') or []
+    ranks = parse_tiktoken_bpe(data, str(path))  # first, so that a malformed line is named
+    if hp.exists():
         if hashlib.sha256(data).hexdigest() != header.get('sha256'):
             n_lines = data.count(b'\n')
             raise ValueError(f"{path}: contents do not match the checksum in {hp.name} ({n_lines} lines, header says "
                              f"{header.get('n_ranks')}): the file is truncated or was modified after saving")
     tok = cls(pattern, backend=backend)
-    tok._set_ranks(parse_tiktoken_bpe(data, str(path)))
+    tok._set_ranks(ranks)
     tok._set_special(special_tokens)
     tok._merges = [tuple(m) for m in merges]
     return tok
@@ -612,39 +650,6 @@ def _from_gpt2_files(cls, directory, pattern='gpt2', *, backend=None):
 BPETokenizer.save, BPETokenizer.load, BPETokenizer.to_tiktoken = _save, _load, _to_tiktoken
 BPETokenizer.from_tiktoken, BPETokenizer.from_gpt2_files = _from_tiktoken, _from_gpt2_files
 
-# %% ../nbs/05_bpe.ipynb #export-corpus
-def data_cache_dir() -> Path:
-    "Where generated data goes: `$TINYGRAD_BOOK_CACHE`, else the project's `.cache/` (a source checkout), else `~/.cache/tinygrad_book`."
-    if os.environ.get('TINYGRAD_BOOK_CACHE'): return Path(os.environ['TINYGRAD_BOOK_CACHE'])
-    root = Path(__file__).resolve().parent.parent
-    return root/'.cache' if (root/'settings.ini').exists() else Path.home()/'.cache'/'tinygrad_book'
-
-def default_corpus(max_bytes: int = 10_000_000) -> list:
-    """Documents (str) totalling about `max_bytes` of UTF-8: the Python documentation's prose (`pydoc_data.topics`,
-    one document per topic), then the standard library's `.py` sources in path order. Cached under `.cache/bpe/`."""
-    import sysconfig, pydoc_data.topics
-    path = data_cache_dir()/'bpe'/f'corpus_{max_bytes}.json'
-    if path.exists():
-        try: return json.loads(path.read_text(encoding='utf-8'))
-        except (json.JSONDecodeError, UnicodeDecodeError): pass  # a damaged cache is rebuilt
-    docs, size = [], 0
-    def add(doc):
-        nonlocal size
-        n = len(doc.encode('utf-8'))
-        if size + n > max_bytes: doc = doc.encode('utf-8')[:max_bytes - size].decode('utf-8', 'ignore'); n = len(doc.encode('utf-8'))
-        if doc: docs.append(doc); size += n
-    for k in sorted(pydoc_data.topics.topics):
-        if size >= max_bytes: break
-        add(pydoc_data.topics.topics[k])
-    stdlib = Path(sysconfig.get_paths()['stdlib'])
-    for p in sorted(stdlib.rglob('*.py')):
-        if size >= max_bytes: break
-        if 'site-packages' in p.parts: continue
-        try: add(p.read_text(encoding='utf-8'))
-        except (UnicodeDecodeError, OSError): continue
-    _atomic_write(path, json.dumps(docs, ensure_ascii=False).encode('utf-8'))
-    return docs
-
 # %% ../nbs/05_bpe.ipynb #export-bench
 from .bench import Case, benchmark
 
@@ -659,19 +664,22 @@ def hf_bpe_trainer(docs, vocab_size: int, pattern=GPT4_PATTERN):
     tk.train_from_iterator(docs, trainer)
     return tk
 
-@benchmark('bpe')
-def bpe_benchmarks(quick: bool = False):
-    "Cases for `python -m tinygrad_book.bench bpe`: training vs HF tokenizers, encoding vs tiktoken (same ranks)."
-    size, vocab = (200_000, 1024) if quick else (10_000_000, 8192)
-    docs = default_corpus(size)
+def bench_cases(corpus_bytes: int, vocab_size: int) -> list:
+    "Benchmark cases on `corpus_bytes` of the default corpus with a `vocab_size` vocabulary, GPT-4 pattern."
+    docs = default_corpus(corpus_bytes)
     text = ''.join(docs)
     mb = f"{len(text.encode()) / 1e6:.1f} MB"
-    tok = BPETokenizer('gpt4').train(docs, vocab, progress=False)
+    tok = BPETokenizer('gpt4').train(docs, vocab_size, progress=False)
     enc = tok.to_tiktoken()
-    cases = [Case(f"train vocab {vocab} gpt4, {mb}", lambda: BPETokenizer('gpt4').train(docs, vocab, progress=False),
-                  lambda: hf_bpe_trainer(docs, vocab), 'HF BpeTrainer'),
+    cases = [Case(f"train vocab {vocab_size} gpt4, {mb}", lambda: BPETokenizer('gpt4').train(docs, vocab_size, progress=False),
+                  lambda: hf_bpe_trainer(docs, vocab_size), 'HF BpeTrainer'),
              Case(f"encode_ordinary {mb}, 1 thread", lambda: tok.encode_ordinary(text), lambda: enc.encode_ordinary(text), 'tiktoken')]
     for k in (1, 2, 4):
         cases.append(Case(f"encode_batch {len(docs)} docs, {k} thread{'s' * (k > 1)}", lambda k=k: tok.encode_batch(docs, num_threads=k),
-                          lambda k=k: enc.encode_ordinary_batch(docs, num_threads=k), 'tiktoken'))
+                          lambda k=k: enc.encode_ordinary_batch(docs, num_threads=k), 'tiktoken encode_ordinary_batch'))
     return cases
+
+@benchmark('bpe')
+def bpe_benchmarks(quick: bool = False):
+    "Cases for `python -m tinygrad_book.bench bpe`: 10 MB, vocabulary 8192 (quick: 200 kB, 1024)."
+    return bench_cases(200_000, 1024) if quick else bench_cases(10_000_000, 8192)

@@ -189,6 +189,7 @@ struct RankTable {
   std::vector<int32_t> rank_of;          // rank of token k
   std::vector<int32_t> slots;            // -1 or a token index
   uint64_t mask = 0;
+  int64_t max_len = 0;                   // the longest token: longer spans are never looked up
 
   void build(const uint8_t* b, const int64_t* offsets, const int64_t* ranks, int64_t n_tokens) {
     bytes.assign(b, b + offsets[n_tokens]);
@@ -199,6 +200,7 @@ struct RankTable {
     slots.assign(cap, -1);
     mask = cap - 1;
     for (int64_t k = 0; k < n_tokens; ++k) {
+      max_len = std::max(max_len, start[k + 1] - start[k]);
       uint64_t h = hash_bytes(bytes.data() + start[k], start[k + 1] - start[k]) & mask;
       while (slots[h] >= 0) h = (h + 1) & mask;
       slots[h] = int32_t(k);
@@ -206,6 +208,7 @@ struct RankTable {
   }
   // The rank of p[0:n], or -1.
   inline int32_t find(const uint8_t* p, int64_t n) const {
+    if (n > max_len) return -1;
     uint64_t h = hash_bytes(p, n) & mask;
     while (true) {
       const int32_t k = slots[h];
