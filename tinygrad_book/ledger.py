@@ -111,7 +111,9 @@ class StageStats:
     """What one stage did during a run (measured) or a simulation.
 
     Per item: `service` (seconds inside the stage's function) and `wait` (seconds between the item being ready
-    for this stage and a worker taking it). Totals: `busy` (sum of service), `blocked` (workers holding a finished
+    for this stage and a worker taking it), and `handoff` (the worker's own time taking the item from its queue and
+    passing it on, when neither waited: a cost of the stage that is not in `service`, which `simulate` adds to it).
+    Totals: `busy` (sum of service), `blocked` (workers holding a finished
     item because the next queue was full), `wall` (the run's length). The queue in front of the stage was sampled
     at times `queue_t` (seconds from the start) with depths `queue_depth`. A StageStats compares equal to its
     name (and to the same stage in another ledger), so `ledger.bottleneck() == 'features'` reads as it should.
@@ -132,6 +134,7 @@ class StageStats:
     queue_depth: np.ndarray = field(default_factory=lambda: np.zeros(0))
     queue_size: Optional[int] = None
     feed_end: float = float('inf')   # when the source stopped feeding (s); the queue trend is fitted before it
+    handoff: np.ndarray = field(default_factory=lambda: np.zeros(0))  # per item: s spent taking / passing it on
 
     def __eq__(self, other):  # by name: the same stage in two ledgers (measured, simulated) compares equal
         if isinstance(other, str): return self.name == other
@@ -195,6 +198,15 @@ class StageStats:
 # %% ../nbs/09_ledger.ipynb #x_ledger
 LEDGER_COLUMNS = ('Stage', 'Workers', 'Capacity (rec/s)', 'Utilization', 'p95 Latency', 'Queue Depth', 'Top Failure Mode')
 
+class _Stages(list):
+    "A list of StageStats that can also be indexed by stage name."
+    def __getitem__(self, k):
+        if isinstance(k, str):
+            for s in self:
+                if s.name == k: return s
+            raise KeyError(f"no stage named {k!r}; stages: {[s.name for s in self]}")
+        return list.__getitem__(self, k)
+
 class Ledger:
     """The constraint ledger of one run: a `StageStats` per stage plus the end-to-end view.
 
@@ -205,7 +217,7 @@ class Ledger:
     """
     def __init__(self, stages, wall, n_in, latency, failed_latency=(), in_system_t=(), in_system=(), in_system_w=None,
                  kind='pipeline', queue_size=None, arrival_rate=None, arrivals='poisson', outputs=None, feed_end=None):
-        self.stages, self.wall, self.n_in = list(stages), float(wall), int(n_in)
+        self.stages, self.wall, self.n_in = _Stages(stages), float(wall), int(n_in)
         self.latency = np.asarray(latency, dtype=float)
         self.failed_latency = np.asarray(failed_latency, dtype=float)
         self.in_system_t, self.in_system = np.asarray(in_system_t, dtype=float), np.asarray(in_system, dtype=float)
@@ -215,11 +227,7 @@ class Ledger:
         self.outputs, self.feed_end = outputs, feed_end
 
     # ---- access
-    def __getitem__(self, name) -> StageStats:
-        if isinstance(name, int): return self.stages[name]
-        for s in self.stages:
-            if s.name == name: return s
-        raise KeyError(f"no stage named {name!r}; stages: {[s.name for s in self.stages]}")
+    def __getitem__(self, name) -> StageStats: return self.stages[name]
     def __iter__(self): return iter(self.stages)
     def __len__(self): return len(self.stages)
     @property
@@ -359,6 +367,8 @@ class Stage:
         if not callable(fn): raise TypeError(f"fn of stage {name!r} must be callable, got {type(fn).__name__}")
         self.name, self.fn, self.workers, self.processes = name, fn, _count('workers', workers), bool(processes)
         self.mp_context = mp_context
+        self.last_stats = None   # this stage's StageStats from the last Pipeline.run (so simulate() can take stages)
+        self._last_ledger = None
         if self.processes:
             try: pickle.dumps(fn)
             except Exception as e:
@@ -440,20 +450,23 @@ class Pipeline:
             st, inq = self.stages[i], queues[i]
             outq = queues[i + 1] if i + 1 < n else None
             fn, pool = st.fn, pools[i]
-            service, wait, failures, examples = [], [], Counter(), {}
-            svc, wt = service.append, wait.append
+            service, wait, handoff, failures, examples = [], [], [], Counter(), {}
+            svc, wt, ho = service.append, wait.append, handoff.append
             n_done = n_exit = n_fail = 0
             blocked = 0.0
             try:
                 while True:
+                    ta = clock()
+                    starved = inq.empty()
                     item = inq.get()
-                    if item is _STOP: break
                     t0 = clock()
+                    if item is _STOP: break
+                    took = 0.0 if starved else t0 - ta   # taking an item that was waiting is work; waiting for one is not
                     try:
                         out = fn(item.value) if pool is None else pool.submit(fn, item.value).result()
                     except Exception as e:  # the item fails; the pipeline goes on
                         t1 = clock()
-                        svc(t1 - t0); wt(t0 - item.t_ready)
+                        svc(t1 - t0); wt(t0 - item.t_ready); ho(took)
                         k = type(e).__name__
                         failures[k] += 1
                         if k not in examples: examples[k] = str(e)[:200]
@@ -467,14 +480,18 @@ class Pipeline:
                         if type(out) is Exit: out, n_exit = out.value, n_exit + 1
                         if outputs is not None: outputs.append(out)
                         done_lat.append(t1 - item.t_enter); exits.append(t1)
+                        ho(took)
                     else:
                         item.value, item.t_ready = out, t1
+                        full = outq.full()
                         outq.put(item)           # blocks while the next stage's queue is full: backpressure
-                        blocked += clock() - t1
+                        t2 = clock()
+                        if full: blocked += t2 - t1; ho(took)
+                        else: ho(took + t2 - t1)
             except BaseException as e:  # a bug of ours: record it so run() raises instead of hanging
                 crashed.append(e)
             finally:
-                results[i].append(dict(service=service, wait=wait, failures=failures, examples=examples,
+                results[i].append(dict(service=service, wait=wait, handoff=handoff, failures=failures, examples=examples,
                                        n_done=n_done, n_exit=n_exit, n_fail=n_fail, blocked=blocked))
                 with alive_lock:
                     alive[i] -= 1
@@ -486,22 +503,25 @@ class Pipeline:
                    for i, s in enumerate(self.stages) for w in range(s.workers)]
         samples_t, samples_q, samples_n = [], [], []
         stop_sampling = threading.Event()
-        t_start = clock()
+        start = [0.0]   # set when the feed starts; the sampler thread reads it
+
+        go = threading.Event()
 
         def sampler():
+            go.wait()
             while True:
-                samples_t.append(clock() - t_start)
+                samples_t.append(clock() - start[0])
                 samples_q.append([q.qsize() for q in queues])
                 samples_n.append(len(entered) - len(exits))
                 if stop_sampling.wait(self.sample_every): break
 
-        for t in threads: t.start()
         smp = threading.Thread(target=sampler, daemon=True, name='ledger-sampler')
-        smp.start()
+        for t in threads + [smp]: t.start()
         source_error, k = None, 0
         rng = np.random.default_rng(seed)
-        t_next = clock()
         q0 = queues[0]
+        t_start = t_next = start[0] = clock()   # the run starts when the feed does, not while threads are starting
+        go.set()
         try:
             while max_items is None or k < max_items:
                 if duration is not None and clock() - t_start >= duration: break
@@ -544,6 +564,7 @@ class Pipeline:
                 s.name, s.workers, service, np.asarray([x for r in rs for x in r['wait']]),
                 n_done=sum(r['n_done'] for r in rs), n_failed=sum(r['n_fail'] for r in rs),
                 n_exited=sum(r['n_exit'] for r in rs), failures=fails, failure_examples=examples,
+                handoff=np.asarray([x for r in rs for x in r['handoff']]),
                 busy=float(service.sum()), blocked=sum(r['blocked'] for r in rs), wall=wall,
                 queue_t=qt[keep], queue_depth=qd[keep, i], queue_size=self.queue_size, feed_end=feed_end))
         # time-weighted samples of the number in the system: each sample holds until the next one
@@ -552,6 +573,7 @@ class Pipeline:
                      queue_size=self.queue_size, arrival_rate=arrival_rate, arrivals=arrivals, outputs=outputs,
                      feed_end=feed_end)
         self.last_ledger = led
+        for s, st in zip(self.stages, stats): s.last_stats, s._last_ledger = st, led
         if source_error is not None: raise source_error
         return led
 
@@ -639,19 +661,30 @@ def _as_sim_stages(obj):
         for s in obj.stages:
             if not len(s.service): raise ValueError(f"stage {s.name!r} served no item in this ledger: nothing to resample")
             n = max(s.n, 1)
-            specs.append(SimStage(s.name, s.service, s.workers, p_fail=s.n_failed / n, p_exit=s.n_exited / n,
+            # a worker's time per item is its service plus its own hand-off work, measured per item
+            per_item = s.service + s.handoff if len(s.handoff) == len(s.service) else s.service
+            specs.append(SimStage(s.name, per_item, s.workers, p_fail=s.n_failed / n, p_exit=s.n_exited / n,
                                   station='loop' if obj.kind == 'loop' else None))
         return specs, dict(queue_size=obj.queue_size, arrival_rate=obj.arrival_rate, arrivals=obj.arrivals, kind=obj.kind)
     if not isinstance(obj, (list, tuple)) or not obj:
-        raise TypeError(f"stages must be a Ledger, a Pipeline that has run, or a non-empty list of SimStage, got {type(obj).__name__}")
+        raise TypeError(f"stages must be a Ledger, a Pipeline that has run, or a non-empty list of SimStage (or of Stage "
+                        f"objects that have run), got {type(obj).__name__}")
+    if all(isinstance(s, Stage) for s in obj):  # the Stage objects of a Pipeline that has run: use its last ledger
+        missing = [s.name for s in obj if s.last_stats is None]
+        if missing: raise ValueError(f"stages {missing} have not run in a Pipeline yet: run it, or pass SimStage specs")
+        led = obj[0]._last_ledger
+        if all(s._last_ledger is led for s in obj) and [s.name for s in obj] == led.names: return _as_sim_stages(led)
+        obj = [s.last_stats for s in obj]
     specs = []
     for s in obj:
         if isinstance(s, SimStage): specs.append(s)
         elif isinstance(s, StageStats):
             n = max(s.n, 1)
-            specs.append(SimStage(s.name, s.service, s.workers, p_fail=s.n_failed / n, p_exit=s.n_exited / n))
+            per_item = s.service + s.handoff if len(s.handoff) == len(s.service) else s.service
+            specs.append(SimStage(s.name, per_item, s.workers, p_fail=s.n_failed / n, p_exit=s.n_exited / n))
         elif isinstance(s, tuple) and 2 <= len(s) <= 3: specs.append(SimStage(*s))
-        else: raise TypeError(f"each stage must be a SimStage, a StageStats or a (name, service[, workers]) tuple, got {s!r}")
+        else: raise TypeError(f"each stage must be a SimStage, a StageStats, a Stage that has run or a "
+                              f"(name, service[, workers]) tuple, got {s!r}")
     for s in specs:
         _count(f"workers of stage {s.name!r}", s.workers)
         for k in ('p_fail', 'p_exit'):
@@ -690,7 +723,7 @@ def simulate(stages, arrival_rate: float = None, duration: float = None, seed: i
     """Discrete-event simulation (SimPy) of a pipeline of stages joined by queues; returns a `Ledger` (kind 'simulation').
 
     `stages`: a measured `Ledger` (its service times are resampled; its queue size, arrival process and failure
-    rates are kept), a `Pipeline` that has run, or a list of `SimStage` / `(name, mean_service, workers)`.
+    rates are kept), a `Pipeline` that has run or its `Stage`s, or a list of `SimStage` / `(name, mean_service, workers)`.
     `arrival_rate`: Poisson arrivals per second (`arrivals='uniform'`: evenly spaced); None keeps the ledger's, or
     feeds as fast as the first queue takes items; `math.inf` forces that. `queue_size`: capacity of each queue
     (None: unbounded, or the ledger's); a full queue blocks the stage before it, as in `Pipeline`.
@@ -826,6 +859,14 @@ class WhatIf:
     bound_after: float
     @property
     def speedup(self) -> float: return self.after.throughput / self.before.throughput
+    @property
+    def throughput(self) -> float:
+        "Predicted completions per second after the change (`after.throughput`)."
+        return self.after.throughput
+    @property
+    def latency(self) -> float:
+        "Predicted mean end-to-end latency (s) after the change."
+        return float(self.after.latency.mean())
     def rows(self) -> list:
         b, a = self.before, self.after
         return [('throughput (rec/s)', f"{b.throughput:,.1f}", f"{a.throughput:,.1f}"),
