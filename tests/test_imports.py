@@ -77,6 +77,17 @@ def test_regular_packages_init_order_and_relative_imports(tmp_path):
         'ValueError', None])
 
 
+def test_the_ours_run_really_uses_our_machinery(tmp_path):
+    "Guards the differential tests against comparing CPython with itself."
+    I.write_tree(tmp_path, {'probe/__init__.py': "", 'probe/mod.py': "", 'nsprobe/x.py': ""})
+    step = ("import builtins, probe.mod, nsprobe.x; result = (builtins.__import__.__module__, "
+            "type(probe.mod.__loader__).__module__, type(nsprobe.__path__).__module__)")
+    ours, = I.run_scenario(tmp_path, [step], mode='ours')
+    cpy, = I.run_scenario(tmp_path, [step], mode='cpython')
+    assert ours['result'] == repr(('tinygrad_book.imports',) * 3)
+    assert cpy['result'] == repr(('builtins', '_frozen_importlib_external', '_frozen_importlib_external'))
+
+
 def test_namespace_packages_across_path_entries(tmp_path):
     files = {
         'd1/ns/p1.py': "P = 1\n",
@@ -138,6 +149,44 @@ def test_sys_modules_cache_poisoning_failures_and_circular_imports(tmp_path):
     assert_same_as_cpython(tmp_path, steps, expect_errors=[
         None, 'ModuleNotFoundError', 'ModuleNotFoundError', 'ModuleNotFoundError', None, 'RuntimeError',
         'RuntimeError', None, None, 'AttributeError', 'ImportError', None, None])
+
+
+def test_bytecode_only_encodings_and_zip_archives(tmp_path):
+    "A .pyc without source (ours), a latin-1 source with a coding line (ours), a zip archive on sys.path (delegated)."
+    import py_compile, zipfile
+    I.write_tree(tmp_path, {'src/compiled_only.py': "_LOG.append(('enter', __name__))\nC = 'from pyc'\n", 'src/pkgz/__init__.py': ""})
+    py_compile.compile(str(tmp_path / 'src/compiled_only.py'), cfile=str(tmp_path / 'src/compiled_only.pyc'), doraise=True)
+    (tmp_path / 'src/compiled_only.py').unlink()
+    (tmp_path / 'src/latin.py').write_bytes("# -*- coding: latin-1 -*-\nWORD = 'caf\u00e9'\n".encode('latin-1'))
+    with zipfile.ZipFile(tmp_path / 'bundle.zip', 'w') as z:
+        z.writestr('zipped/__init__.py', "Z = 1\n"); z.writestr('zipped/inner.py', "from . import Z\nI = Z + 1\n")
+    steps = ["import compiled_only; result = compiled_only.C", "import latin; result = latin.WORD",
+             "import zipped.inner; result = zipped.inner.I", "import zipped.nope"]
+    assert_same_as_cpython(tmp_path, steps, path=[tmp_path / 'src', tmp_path / 'bundle.zip'],
+                           expect_errors=[None, None, None, 'ModuleNotFoundError'])
+
+
+def test_concurrent_imports_run_a_body_once(tmp_path):
+    "Eight threads import the same slow package with our import_module: one execution, everyone gets the whole module."
+    I.write_tree(tmp_path, {'slowpkg/__init__.py': "import time, builtins\nbuiltins._SLOWPKG = getattr(builtins, '_SLOWPKG', 0) + 1\n"
+                                                   "time.sleep(0.2)\nfrom . import part\nDONE = True\n",
+                            'slowpkg/part.py': "P = 1\n"})
+    sys.path.insert(0, str(tmp_path))
+    import builtins
+    seen, barrier = [], threading.Barrier(8)
+    def work():
+        barrier.wait()
+        try: seen.append((I.import_module('slowpkg.part').P, sys.modules['slowpkg'].DONE))
+        except Exception as e: seen.append(repr(e))
+    try:
+        threads = [threading.Thread(target=work) for _ in range(8)]
+        for t in threads: t.start()
+        for t in threads: t.join()
+        assert seen == [(1, True)] * 8 and builtins._SLOWPKG == 1
+    finally:
+        sys.path.remove(str(tmp_path))
+        for k in ['slowpkg', 'slowpkg.part']: sys.modules.pop(k, None)
+        if hasattr(builtins, '_SLOWPKG'): del builtins._SLOWPKG
 
 
 def test_main_and_run_module(tmp_path):
