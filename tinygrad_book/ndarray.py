@@ -6,7 +6,7 @@
 __all__ = ['UNARY_OPS', 'BINARY_OPS', 'REDUCE_OPS', 'as_dtype', 'Device', 'NumpyDevice', 'get_device', 'set_default_device',
            'broadcast_shapes', 'NDArray', 'maximum', 'minimum', 'where', 'matmul', 'cat', 'stack', 'full', 'zeros',
            'ones', 'zeros_like', 'ones_like', 'full_like', 'arange', 'manual_seed', 'rand', 'randn', 'CpuDevice',
-           'set_num_threads']
+           'set_num_threads', 'ndarray_benchmarks']
 
 # %% ../nbs/01_ndarray.ipynb #b0778fbc
 import math, numbers, operator, os
@@ -738,7 +738,7 @@ def randn(shape, dtype='float32', device=None, seed=None) -> NDArray:
     "Standard normal samples (from numpy's PCG64 generator; `seed` makes them reproducible)."
     return _random('randn', shape, dtype, device, seed)
 
-# %% ../nbs/01_ndarray.ipynb #2a104254
+# %% ../nbs/01_ndarray.ipynb #9e2733e5
 def _torch():
     import torch  # imported on first use of a torch-backed device: the numpy backend does not need it
     return torch
@@ -801,3 +801,40 @@ def set_num_threads(n: int) -> int:
     core not busy with another process at the moment (on a shared machine a thread without a free core only
     delays the others at the loop's closing barrier). Returns the previous setting."""
     return get_device('cpu')._ops.set_threads(int(n))
+
+# %% ../nbs/01_ndarray.ipynb #bc8eb2c7
+from .bench import Case, benchmark
+
+@benchmark('ndarray')
+def ndarray_benchmarks(quick: bool = False):
+    "C++ backend vs numpy: elementwise (contiguous and transposed views), reductions, copies, matmul."
+    n, m = (256, 128) if quick else (2048, 1024)
+    g = np.random.default_rng(0)
+    a, b = g.standard_normal((n, n), dtype=np.float32), g.standard_normal((n, n), dtype=np.float32)
+    x, y = NDArray(a, device='cpu'), NDArray(b, device='cpu')
+    A, B = g.standard_normal((m, m), dtype=np.float32), g.standard_normal((m, m), dtype=np.float32)
+    X, Y = NDArray(A, device='cpu'), NDArray(B, device='cpu')
+    A64, B64 = A[: m // 2, : m // 2].astype(np.float64), B[: m // 2, : m // 2].astype(np.float64)
+    X64, Y64 = NDArray(A64, device='cpu'), NDArray(B64, device='cpu')
+    s, f32 = f"({n}, {n}) f32", np.float32
+    cases = [
+        (f"add {s}", lambda: x + y, lambda: a + b),
+        (f"add, transposed view x.T + y {s}", lambda: x.T + y, lambda: a.T + b),
+        (f"add, broadcast row {s}", lambda: x + y[0], lambda: a + b[0]),
+        (f"mul by scalar {s}", lambda: x * 1.5, lambda: a * f32(1.5)),
+        (f"maximum {s}", lambda: x.maximum(y), lambda: np.maximum(a, b)),
+        (f"greater than {s}", lambda: x > y, lambda: (a > b).astype(f32)),
+        (f"where {s}", lambda: where(x > 0, x, y), lambda: np.where(a > 0, a, b)),
+        (f"exp {s}", lambda: x.exp(), lambda: np.exp(a)),
+        (f"exp, transposed view {s}", lambda: x.T.exp(), lambda: np.exp(a.T)),
+        (f"tanh {s}", lambda: x.tanh(), lambda: np.tanh(a)),
+        (f"tanh, transposed view {s}", lambda: x.T.tanh(), lambda: np.tanh(a.T)),
+        (f"sum axis 0 {s}", lambda: x.sum(0), lambda: a.sum(0)),
+        (f"sum axis 1 {s}", lambda: x.sum(1), lambda: a.sum(1)),
+        (f"max axis 1 {s}", lambda: x.max(1), lambda: a.max(1)),
+        (f"copy: x.T.reshape(-1) {s}", lambda: x.T.reshape(-1), lambda: a.T.reshape(-1)),
+        (f"matmul ({m}, {m}) f32", lambda: X @ Y, lambda: A @ B),
+        (f"matmul, transposed view X.T @ Y ({m}, {m}) f32", lambda: X.T @ Y, lambda: A.T @ B),
+        (f"matmul ({m // 2}, {m // 2}) f64", lambda: X64 @ Y64, lambda: A64 @ B64),
+    ]
+    return [Case(name, ours, ref, 'numpy') for name, ours, ref in cases]
