@@ -272,6 +272,8 @@ class Ledger:
         L = float(np.average(self.in_system, weights=self.in_system_w)) if ok else float('nan')
         return LittlesLaw(L, lam, float(lat.mean()) if len(lat) else float('nan'))
 
+    littles_law = little  # the same, by its full name
+
     # ---- the constraint
     def bottleneck(self) -> StageStats:
         """The constraint, by the rule "high utilization and a growing queue": among stages with work piling up in
