@@ -189,6 +189,39 @@ def test_concurrent_imports_run_a_body_once(tmp_path):
         if hasattr(builtins, '_SLOWPKG'): del builtins._SLOWPKG
 
 
+def test_odd_corners(tmp_path):
+    "__path__ extended at run time, PEP 562 __getattr__, attributes shadowing submodules, self-removal, broken parents."
+    files = {
+        'ext/__init__.py': "import os\n__path__.append(os.path.join(os.path.dirname(__path__[0]), 'ext_more'))\n",
+        'ext_more/plugin.py': "WHERE = 'ext_more'\n",
+        'lazy/__init__.py': "def __getattr__(name):\n    if name == 'virtual': return 'made up'\n    raise AttributeError(name)\n",
+        'lazy/real.py': "",
+        'shadow/__init__.py': "sub = 'an attribute'\n", 'shadow/sub.py': "KIND = 'module'\n",
+        'vanish.py': "import sys\ndel sys.modules[__name__]\n",
+        'badparent/__init__.py': "raise KeyError('parent broke')\n", 'badparent/child.py': "",
+        'colorsys.py': "SHADOWED = True\n",                         # a local file shadows the stdlib module
+        'mod_from.py': "X = 1\n",
+        'Upper.py': "",
+    }
+    I.write_tree(tmp_path, files, log=True)
+    steps = [
+        "import ext.plugin; result = (ext.plugin.WHERE, len(ext.__path__))",
+        "from lazy import virtual, real; result = (virtual, real.__name__)",
+        "from lazy import nothing_at_all",
+        "from shadow import sub; result = sub",
+        "import shadow.sub; result = (shadow.sub.KIND, sub)",
+        "import vanish",
+        "import badparent.child",
+        "import badparent.child",
+        "import colorsys; result = colorsys.SHADOWED",
+        "from mod_from import X; m = __import__('mod_from', fromlist=['nothing']); result = (X, m.__name__)",
+        "import upper",
+        "import Upper; result = Upper.__name__",
+    ]
+    assert_same_as_cpython(tmp_path, steps, expect_errors=[
+        None, None, 'ImportError', None, None, 'KeyError', 'KeyError', 'KeyError', None, None, 'ModuleNotFoundError', None])
+
+
 def test_main_and_run_module(tmp_path):
     files = {
         'app/__init__.py': "", 'app/__main__.py': "import sys\n_LOG.append((__name__, __package__, __spec__.name, sys.argv[0]))\n",
@@ -326,6 +359,31 @@ def test_trace_imports_in_process_tree(tmp_path):
         sys.path.remove(str(tmp_path))
         for k in [k for k in sys.modules if k == 'tp' or k.startswith('tp.')]: del sys.modules[k]
     assert importlib._bootstrap._find_and_load is original                             # the wrapper is gone
+
+def test_nested_and_out_of_order_traces(tmp_path):
+    "Two traces at once both see the imports; stopping them in the wrong order leaves no timer active."
+    I.write_tree(tmp_path, {'n1.py': "", 'n2.py': "", 'n3.py': "", 'n4.py': ""})
+    sys.path.insert(0, str(tmp_path))
+    original = importlib._bootstrap._find_and_load
+    try:
+        outer = I._FindAndLoadTimer().start()
+        import n1                                                       # noqa: F401
+        inner = I._FindAndLoadTimer().start()
+        import n2                                                       # noqa: F401
+        outer.stop()                                                    # not LIFO: the inner wrapper is on top
+        import n3                                                       # noqa: F401
+        inner.stop()
+        assert [e[2] for e in outer.events] == ['n1', 'n2'] and [e[2] for e in inner.events] == ['n2', 'n3']
+        wrapper = importlib._bootstrap._find_and_load                  # outer's wrapper, left in place, inactive
+        assert wrapper is original or wrapper.__qualname__.startswith('_FindAndLoadTimer')
+        n_before = len(outer.events)
+        import n4                                                       # noqa: F401  (through the stale wrapper)
+        assert len(outer.events) == n_before and 'n4' in sys.modules
+    finally:
+        importlib._bootstrap._find_and_load = original
+        sys.path.remove(str(tmp_path))
+        for k in ['n1', 'n2', 'n3', 'n4']: sys.modules.pop(k, None)
+
 
 def test_importtime_parser():
     text = textwrap.dedent("""\

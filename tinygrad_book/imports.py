@@ -970,7 +970,7 @@ class _FindAndLoadTimer:
     def __init__(self):
         import sys, _thread, time
         self._sys, self._ident, self._clock = sys, _thread.get_ident, time.perf_counter
-        self.events, self._stacks, self._original = [], {}, None
+        self.events, self._stacks, self._original, self._wrapper = [], {}, None, None
 
     def start(self):
         bootstrap = self._sys.modules['_frozen_importlib']      # the module C calls into: importlib._bootstrap
@@ -978,9 +978,11 @@ class _FindAndLoadTimer:
         modules, ident, clock = self._sys.modules, self._ident, self._clock
         stacks, events, gcd_import = self._stacks, self.events, bootstrap._gcd_import
 
+        active = self._active = [True]
+
         def _find_and_load(name, import_):
-            if modules.get(name) is not None:                  # cached: the C import would not have come here
-                return original(name, import_)
+            if modules.get(name) is not None or not active[0]:  # cached (the C import would not have come here),
+                return original(name, import_)                  # or this timer was stopped under another wrapper
             tid = ident()
             stack = stacks.get(tid)
             if stack is None: stack = stacks[tid] = []
@@ -998,13 +1000,16 @@ class _FindAndLoadTimer:
                 children = stack.pop()
                 if stack: stack[-1] += cum
                 events.append((tid, len(stack), name, t0, cum, cum - children, ok, via_importlib))
-        bootstrap._find_and_load = _find_and_load
+        bootstrap._find_and_load = self._wrapper = _find_and_load
         return self
 
     def stop(self):
-        if self._original is not None:
-            self._sys.modules['_frozen_importlib']._find_and_load = self._original
-            self._original = None
+        "Unwrap. If another wrapper was installed over ours since, ours stays in the chain but only passes calls on."
+        if self._original is None: return
+        self._active[0] = False
+        bootstrap = self._sys.modules['_frozen_importlib']
+        if bootstrap._find_and_load is self._wrapper: bootstrap._find_and_load = self._original
+        self._original = self._wrapper = None
 '''
 exec(_TIMER_SOURCE)
 
