@@ -379,3 +379,18 @@ def test_remove_masks_on_a_copy_leaves_the_original_working():
     x = torch.rand(3, 1, 8, 8)
     assert torch.equal(m(x), c(x)) and type(c[1]) is nn.Linear
     assert m[1].weight.shape == (8, 64)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a GPU')
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+@pytest.mark.parametrize('fmt', ['csr', '2:4'])
+@pytest.mark.parametrize('O,K,B', [(7, 12, 1), (40, 36, 65), (300, 1024, 3)])
+def test_cuda_kernels_match_dense(dtype, fmt, O, K, B):
+    w = randn(O, K, seed=O + K, dtype=torch.float64)
+    w = w * (P.magnitude_mask(w, 0.9) if fmt == 'csr' else P.nm_mask(w))
+    b, x = randn(O, seed=1, dtype=torch.float64), randn(B, K, seed=2, dtype=torch.float64)
+    layer = P.SparseLinear(w.to(dtype), b.to(dtype), fmt).cuda()
+    y = layer(x.to(dtype).cuda())
+    assert y.is_cuda and y.dtype == dtype
+    assert_product_close(y.cpu(), x, w, b, dtype)
