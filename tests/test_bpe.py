@@ -137,6 +137,25 @@ def test_property_roundtrip_and_tiktoken(tok, tok_py, text):
     assert tok_py.encode_ordinary(text) == ids
 
 
+with_specials = st.lists(st.one_of(st.sampled_from(list(SPECIALS) + ['<|', '|>', '<|endoftext']), rich_text, unicode_text),
+                         max_size=8).map(''.join)
+
+
+@settings(max_examples=100)
+@given(with_specials)
+def test_property_special_tokens(tok, text):
+    "Texts with special-token strings inside: tiktoken's ids with every special allowed, and its error when none is."
+    enc = tok.to_tiktoken()
+    assert tok.encode(text, allowed_special='all') == enc.encode(text, allowed_special='all')
+    assert tok.decode(tok.encode(text, allowed_special='all')) == text
+    assert tok.encode_batch([text], allowed_special='all', num_threads=2) == [enc.encode(text, allowed_special='all')]
+    try: ref = enc.encode(text)
+    except ValueError as e:
+        with pytest.raises(ValueError) as ours: tok.encode(text)
+        assert str(ours.value) == str(e)
+    else: assert tok.encode(text) == ref
+
+
 @settings(max_examples=150)
 @given(st.one_of(unicode_text, rich_text), st.sampled_from(['gpt2', 'gpt4']))
 def test_property_cpp_pretokenizer_matches_regex(text, pattern):

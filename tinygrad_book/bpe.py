@@ -269,12 +269,13 @@ def unicode_classes() -> torch.Tensor:
     global _classes_table
     with _classes_lock:
         if _classes_table is None:
-            every = ''.join(map(chr, range(0x110000)))
-            t = bytearray(0x110000)
+            cps = torch.arange(0x110000, dtype=torch.int32)
+            cps[0xD800:0xE000] = 0  # surrogates never occur in UTF-8 text; NUL (no class) stands in for them
+            every = cps.numpy().astype('<u4').tobytes().decode('utf-32-le')  # every code point, at its own index
+            t = torch.zeros(0x110000, dtype=torch.uint8)
             for bit, cls in ((1, r'\p{L}+'), (2, r'\p{N}+'), (4, r'\s+')):
-                for m in regex.finditer(cls, every):
-                    for c in range(m.start(), m.end()): t[c] |= bit
-            _classes_table = torch.frombuffer(t, dtype=torch.uint8)
+                for m in regex.finditer(cls, every): t[m.start():m.end()] |= bit  # runs of code points, not one by one
+            _classes_table = t
     return _classes_table
 
 def _as_bytes_tensor(b: bytes) -> torch.Tensor:
