@@ -90,6 +90,18 @@ def test_simulate_predicts_before_and_after_tripling(known):
     assert simulate(known, seed=3).throughput == pytest.approx(known.throughput, rel=0.10)
 
 
+def test_simulate_takes_the_stages_of_a_run():
+    stages = [Stage('a', sleeper(0.003)), Stage('b', sleeper(0.008))]
+    led = Pipeline(stages, queue_size=8).run(range(80))
+    assert led.stages['b'] is led['b'] and led.littles_law() == led.little()
+    assert simulate(stages, seed=0).throughput == pytest.approx(led.throughput, rel=0.10)
+    stages[1].workers = 4   # the stages as they are now: b has 4 workers, so a (333/s) becomes the constraint
+    sim = simulate(stages, seed=0)
+    assert sim['b'].workers == 4 and sim.bottleneck() == 'a'
+    assert sim.throughput == pytest.approx(led['a'].capacity, rel=0.05)
+    with pytest.raises(ValueError, match='have not run'): simulate([Stage('x', sleeper(0))])
+
+
 def flaky(x):
     time.sleep(0.004)
     if x % 5 == 0: raise ValueError(f"bad {x}")

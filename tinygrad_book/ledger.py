@@ -106,8 +106,17 @@ def _slope(t, y) -> float:
     tc = t - t.mean()
     return float((tc * (y - y.mean())).sum() / (tc * tc).sum())
 
+class _Percentiles:
+    "p50 / p95 / p99 of `self.latency` (seconds), for a stage and for a whole ledger."
+    def percentile(self, q: float) -> float:
+        "The q-th percentile (0-100) of the latencies (a stage: wait + service; a ledger: end to end)."
+        return float(np.percentile(self.latency, q)) if len(self.latency) else float('nan')
+    p50 = property(lambda self: self.percentile(50))
+    p95 = property(lambda self: self.percentile(95))
+    p99 = property(lambda self: self.percentile(99))
+
 @dataclass(eq=False)
-class StageStats:
+class StageStats(_Percentiles):
     """What one stage did during a run (measured) or a simulation.
 
     Per item: `service` (seconds inside the stage's function) and `wait` (seconds between the item being ready
@@ -164,12 +173,6 @@ class StageStats:
     def throughput(self) -> float:
         "Items per second this stage finished (done or failed) over the whole run."
         return self.n / self.wall if self.wall > 0 else float('nan')
-    def percentile(self, q: float) -> float:
-        "The q-th percentile (0-100) of this stage's latency, wait + service."
-        return float(np.percentile(self.latency, q)) if len(self.latency) else float('nan')
-    p50 = property(lambda self: self.percentile(50))
-    p95 = property(lambda self: self.percentile(95))
-    p99 = property(lambda self: self.percentile(99))
     @property
     def queue_mean(self) -> float: return float(self.queue_depth.mean()) if len(self.queue_depth) else 0.0
     @property
@@ -207,13 +210,14 @@ class _Stages(list):
             raise KeyError(f"no stage named {k!r}; stages: {[s.name for s in self]}")
         return list.__getitem__(self, k)
 
-class Ledger:
+class Ledger(_Percentiles):
     """The constraint ledger of one run: a `StageStats` per stage plus the end-to-end view.
 
     `kind` is 'pipeline' (measured by `Pipeline.run`), 'loop' (measured by `instrument`: the stages run one after the
     other in one thread) or 'simulation' (from `simulate`). `latency` holds the end-to-end seconds of every item
     that completed; `failed_latency` those of items that failed; `in_system` is the number of items inside the
-    system sampled at times `in_system_t`. Index by stage name: `ledger['features'].utilization`.
+    system sampled at times `in_system_t`. Index by stage name: `ledger['features'].utilization`. `p50`, `p95`,
+    `p99` and `percentile(q)` are those of the end-to-end latency of completed items.
     """
     def __init__(self, stages, wall, n_in, latency, failed_latency=(), in_system_t=(), in_system=(), in_system_w=None,
                  kind='pipeline', queue_size=None, arrival_rate=None, arrivals='poisson', outputs=None, feed_end=None):
@@ -250,12 +254,6 @@ class Ledger:
         if self.kind == 'loop': return 1 / sum(s.mean_service for s in self.stages if s.n)
         n_in = max(self.n_in, 1)
         return min(s.capacity / min(s.n / n_in, 1.0) for s in self.stages if s.n)
-    def percentile(self, q: float) -> float:
-        "q-th percentile (0-100) of the end-to-end latency of completed items."
-        return float(np.percentile(self.latency, q)) if len(self.latency) else float('nan')
-    p50 = property(lambda self: self.percentile(50))
-    p95 = property(lambda self: self.percentile(95))
-    p99 = property(lambda self: self.percentile(99))
     @property
     def failures(self) -> Counter:
         "Failures by exception type, over all stages."
@@ -675,7 +673,9 @@ def _as_sim_stages(obj):
         missing = [s.name for s in obj if s.last_stats is None]
         if missing: raise ValueError(f"stages {missing} have not run in a Pipeline yet: run it, or pass SimStage specs")
         led = obj[0]._last_ledger
-        if all(s._last_ledger is led for s in obj) and [s.name for s in obj] == led.names: return _as_sim_stages(led)
+        if all(s._last_ledger is led for s in obj) and [s.name for s in obj] == led.names:
+            specs, dflt = _as_sim_stages(led)   # measured service times, with the workers the stages have now
+            return [replace(sp, workers=s.workers) for sp, s in zip(specs, obj)], dflt
         obj = [s.last_stats for s in obj]
     specs = []
     for s in obj:
