@@ -385,6 +385,21 @@ def test_nested_and_out_of_order_traces(tmp_path):
         for k in ['n1', 'n2', 'n3', 'n4']: sys.modules.pop(k, None)
 
 
+def test_trace_with_imports_in_two_threads(tmp_path):
+    "Events of two threads interleave; each thread's imports form their own tree."
+    I.write_tree(tmp_path, {'ta/__init__.py': "import time\ntime.sleep(0.05)\nfrom . import leaf\n", 'ta/leaf.py': "",
+                            'tb/__init__.py': "from . import leaf\nimport time\ntime.sleep(0.1)\n", 'tb/leaf.py': ""})
+    sys.path.insert(0, str(tmp_path))
+    try:
+        with I.trace_imports() as t:
+            th = threading.Thread(target=lambda: importlib.import_module('tb'))
+            th.start(); import ta; th.join()                               # noqa: E702,F401
+        assert {n.name: [c.name for c in n.children] for n in t.roots} == {'ta': ['ta.leaf'], 'tb': ['tb.leaf']}
+    finally:
+        sys.path.remove(str(tmp_path))
+        for k in ['ta', 'ta.leaf', 'tb', 'tb.leaf']: sys.modules.pop(k, None)
+
+
 def test_importtime_parser():
     text = textwrap.dedent("""\
         import time: self [us] | cumulative | imported package

@@ -1046,9 +1046,14 @@ class ImportTrace:
 
     @classmethod
     def from_events(cls, events, source='trace_imports'):
-        rows = [(depth, ImportNode(name, self_s, cum_s, depth, ok, via))
-                for tid, depth, name, t0, cum_s, self_s, ok, via in events]
-        return cls(_tree_from_postorder(rows), source)
+        "From `_FindAndLoadTimer.events`: one tree per thread (their events interleave), roots in order of start."
+        by_thread, starts = {}, {}
+        for tid, depth, name, t0, cum_s, self_s, ok, via in events:
+            node = ImportNode(name, self_s, cum_s, depth, ok, via)
+            by_thread.setdefault(tid, []).append((depth, node))
+            starts[id(node)] = t0
+        roots = [r for rows in by_thread.values() for r in _tree_from_postorder(rows)]
+        return cls(sorted(roots, key=lambda r: starts[id(r)]), source)
 
     @classmethod
     def from_importtime(cls, text, source='python -X importtime'):
@@ -1152,6 +1157,9 @@ from contextlib import contextmanager
 @contextmanager
 def trace_imports():
     """Record every module imported inside the `with` block, with self and cumulative time, as an `ImportTrace`.
+
+    Imports in other threads during the block are recorded too, as trees of their own. (Imports done by this module's
+    own machinery after `install()` go through our `_find_and_load`, not CPython's, and are not seen.)
 
     >>> with trace_imports() as t: import_module('tomllib')     # doctest: +SKIP
     >>> print(t.table(min_ms=0.1))                              # doctest: +SKIP
