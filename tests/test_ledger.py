@@ -450,3 +450,16 @@ def test_instrumentation_overhead_is_small():
     ours = best(lambda: L._bench_loop(n, stages, LoopProfile()))
     ref = best(lambda: L._bench_loop(n, stages, None))
     assert (ours - ref) / (n * stages) < 50e-6
+
+
+def test_plots_draw(known):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    fig = known.plot(title='known')
+    assert len(fig.axes) == 2 and fig.axes[0].get_legend() is not None
+    prof = instrument(range(3))
+    for _ in prof:
+        with prof.stage('s'): pass
+    assert len(prof.ledger().plot().axes) == 1   # a loop has no queues: utilization only
+    plt.close('all')
