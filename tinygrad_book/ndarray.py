@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['UNARY_OPS', 'BINARY_OPS', 'REDUCE_OPS', 'as_dtype', 'Device', 'NumpyDevice', 'get_device', 'set_default_device',
            'broadcast_shapes', 'NDArray', 'maximum', 'minimum', 'where', 'matmul', 'cat', 'stack', 'full', 'zeros',
-           'ones', 'zeros_like', 'ones_like', 'full_like', 'arange', 'manual_seed', 'rand', 'randn', 'CpuDevice',
-           'set_num_threads', 'ndarray_benchmarks']
+           'ones', 'zeros_like', 'ones_like', 'full_like', 'arange', 'manual_seed', 'rand', 'randn', 'TorchOpsDevice',
+           'CpuDevice', 'set_num_threads', 'CudaDevice', 'ndarray_benchmarks']
 
 # %% ../nbs/01_ndarray.ipynb #b0778fbc
 import math, numbers, operator, os
@@ -53,6 +53,20 @@ class Device:
     name: str = '?'
     def __repr__(self): return f"Device({self.name!r})"
     def __reduce__(self): return (get_device, (self.name,))  # pickles (and deep-copies) as its name: one object per device
+    def _missing(self, what): raise NotImplementedError(f"{what} is not implemented on device {self.name!r}")
+    # the interface (see the table above); a backend overrides each
+    def empty(self, size, dtype): self._missing('empty')
+    def from_numpy(self, a): self._missing('from_numpy')
+    def to_numpy(self, x): self._missing('to_numpy')
+    def copy(self, src, dst): self._missing('copy')
+    def fill(self, dst, value): self._missing('fill')
+    def unary(self, op, a, out): self._missing(f"unary op {op!r}")
+    def binary(self, op, a, b, out): self._missing(f"binary op {op!r}")
+    def scalar(self, op, a, s, out, reverse=False): self._missing(f"scalar op {op!r}")
+    def where(self, c, a, b, out): self._missing('where')
+    def reduce(self, op, a, n, out): self._missing(f"reduction {op!r}")
+    def matmul(self, a, b, out): self._missing('matmul')
+    def as_numpy_fallback(self, x): self._missing('advanced (integer array or mask) indexing')
 
 class NumpyDevice(Device):
     """The reference backend: the buffer is a 1-D numpy array and every primitive is a numpy call on a strided view
@@ -425,7 +439,9 @@ def _nd___getitem__(self: NDArray, idx) -> NDArray:
     "numpy indexing: basic indices give a view, advanced ones (integer arrays, masks) a copy."
     v = self._basic_index(idx)
     if v is not None: return v
-    return NDArray(self._device.as_numpy_fallback(self)[_numpy_index(idx)], dtype=self._dtype, device=self._device)
+    try: src = self._device.as_numpy_fallback(self)   # a zero-copy view where the device allows it
+    except NotImplementedError: src = self.numpy()    # else a copy (the result is a copy anyway)
+    return NDArray(src[_numpy_index(idx)], dtype=self._dtype, device=self._device)
 
 @_patch
 def _nd___setitem__(self: NDArray, idx, value):
@@ -447,8 +463,6 @@ def _as_array(value, like: NDArray) -> NDArray:
         return value
     return NDArray(value, device=like._device)
 
-Device.as_numpy_fallback = lambda self, x: (_ for _ in ()).throw(
-    NotImplementedError(f"advanced (integer array or mask) indexing is not supported on device {self.name!r}"))
 NumpyDevice.as_numpy_fallback = NumpyDevice.as_numpy
 
 # %% ../nbs/01_ndarray.ipynb #12f25bd4
@@ -743,27 +757,12 @@ def _torch():
     import torch  # imported on first use of a torch-backed device: the numpy backend does not need it
     return torch
 
-class CpuDevice(NumpyDevice):
-    """The C++ backend: buffers are flat CPU `torch.Tensor`s (which numpy can view without a copy) and the primitives
-    are the strided OpenMP kernels of `csrc/ndarray.cpp`. An op the kernels lack runs the numpy reference's code on a
-    zero-copy numpy view of the same memory, so an extension can add the reference first and the kernel later."""
-    name = 'cpu'
+class TorchOpsDevice(Device):
+    """Calls of the `tgb_ndarray` ops (`csrc/ndarray.cpp`, and `csrc/ndarray_cuda.cpp` for CUDA buffers): each passes the
+    flat buffers with every operand's shape, strides and offset. Ops missing from the `C_*` sets go to the next class in
+    the method resolution order (the numpy reference for the C++ backend)."""
     C_UNARY, C_BINARY, C_REDUCE = set(UNARY_OPS), set(BINARY_OPS), set(REDUCE_OPS)
-    matmul_algo = 2  # 0 naive, 1 cache-blocked, 2 packed + register-blocked micro-kernel
-
-    def __init__(self):
-        from tinygrad_book.ext import load_ops
-        torch = _torch()
-        self._ops = load_ops('ndarray', cuda=False)
-        self._tdtype = {np.dtype('float32'): torch.float32, np.dtype('float64'): torch.float64, np.dtype('int64'): torch.int64}
-        self._empty, self._from_numpy = torch.empty, torch.from_numpy
-
-    def empty(self, size, dtype):
-        # numpy allocates (torch wraps the memory without a copy): numpy asks the kernel for transparent huge pages
-        # on large blocks, so writing a fresh 16 MiB output takes 8 page faults instead of 4096
-        return self._from_numpy(np.empty(size, dtype))
-    def from_numpy(self, a): return self._from_numpy(np.array(a, order='C', copy=True).reshape(-1))
-    def buffer_numpy(self, buf): return buf.numpy()  # shares memory
+    matmul_algo = 2  # C++: 0 naive, 1 cache-blocked, 2 packed + register-blocked micro-kernel (CUDA has one)
 
     def copy(self, src, dst):
         self._ops.copy(src._buf, src._shape, src._strides, src._offset, dst._buf, dst._strides, dst._offset)
@@ -790,6 +789,25 @@ class CpuDevice(NumpyDevice):
         self._ops.matmul(a._buf, a._shape, a._strides, a._offset, b._buf, b._shape, b._strides, b._offset,
                          out._buf, self.matmul_algo)
 
+class CpuDevice(TorchOpsDevice, NumpyDevice):
+    """The C++ backend: buffers are flat CPU `torch.Tensor`s (which numpy can view without a copy) and the primitives
+    are the strided OpenMP kernels of `csrc/ndarray.cpp`. An op the kernels lack runs the numpy reference's code on a
+    zero-copy numpy view of the same memory, so an extension can add the reference first and the kernel later."""
+    name = 'cpu'
+
+    def __init__(self):
+        from tinygrad_book.ext import load_ops
+        torch = _torch()
+        self._ops = load_ops('ndarray', cuda=False)
+        self._from_numpy = torch.from_numpy
+
+    def empty(self, size, dtype):
+        # numpy allocates (torch wraps the memory without a copy): numpy asks the kernel for transparent huge pages
+        # on large blocks, so writing a fresh 16 MiB output takes 8 page faults instead of 4096
+        return self._from_numpy(np.empty(size, dtype))
+    def from_numpy(self, a): return self._from_numpy(np.array(a, order='C', copy=True).reshape(-1))
+    def buffer_numpy(self, buf): return buf.numpy()  # shares memory
+
 def _py_scalar(s, dtype: np.dtype):
     "`s` rounded to `dtype` as numpy would (a float64 value rounded to float32 stays rounded), as a Python number."
     with np.errstate(all='ignore'): return dtype.type(s).item()
@@ -802,7 +820,29 @@ def set_num_threads(n: int) -> int:
     delays the others at the loop's closing barrier). Returns the previous setting."""
     return get_device('cpu')._ops.set_threads(int(n))
 
-# %% ../nbs/01_ndarray.ipynb #bc8eb2c7
+# %% ../nbs/01_ndarray.ipynb #c339e3ec
+class CudaDevice(TorchOpsDevice):
+    "The CUDA backend: buffers are flat CUDA `torch.Tensor`s; the primitives are the kernels of `csrc/ndarray.cu`."
+    name = 'cuda'
+
+    def __init__(self):
+        torch = _torch()
+        if not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' needs a GPU and a CUDA build of PyTorch: torch.cuda.is_available() is False")
+        from tinygrad_book.ext import load_ops
+        self._ops = load_ops('ndarray', cuda=True)
+        self._torch = torch
+        self._tdtype = {np.dtype('float32'): torch.float32, np.dtype('float64'): torch.float64, np.dtype('int64'): torch.int64}
+
+    def empty(self, size, dtype): return self._torch.empty(size, dtype=self._tdtype[dtype], device='cuda')
+    def from_numpy(self, a): return self._torch.from_numpy(np.array(a, order='C', copy=True).reshape(-1)).to('cuda')
+    def to_numpy(self, x):
+        c = x.compact()  # the strided copy kernel; then one contiguous transfer
+        return c._buf[c._offset:c._offset + c.size].cpu().numpy().reshape(c._shape)
+
+_DEVICE_FACTORIES['cuda'] = CudaDevice
+
+# %% ../nbs/01_ndarray.ipynb #ebc9fde4
 from .bench import Case, benchmark
 
 @benchmark('ndarray')
@@ -837,4 +877,16 @@ def ndarray_benchmarks(quick: bool = False):
         (f"matmul, transposed view X.T @ Y ({m}, {m}) f32", lambda: X.T @ Y, lambda: A.T @ B),
         (f"matmul ({m // 2}, {m // 2}) f64", lambda: X64 @ Y64, lambda: A64 @ B64),
     ]
-    return [Case(name, ours, ref, 'numpy') for name, ours, ref in cases]
+    out = [Case(name, ours, ref, 'numpy') for name, ours, ref in cases]
+    try: get_device('cuda')
+    except (RuntimeError, ImportError, NotImplementedError): return out
+    import torch  # on a GPU the reference is torch's own CUDA kernels (cuBLAS for matmul)
+    xg, yg, Xg, Yg = (NDArray(v, device='cuda') for v in (a, b, A, B))
+    ta, tb, tA, tB = (torch.from_numpy(v).cuda() for v in (a, b, A, B))
+    gpu = [(f"add {s} cuda", lambda: xg + yg, lambda: ta + tb),
+           (f"add, transposed view {s} cuda", lambda: xg.T + yg, lambda: ta.T + tb),
+           (f"exp {s} cuda", lambda: xg.exp(), lambda: ta.exp()),
+           (f"sum axis 0 {s} cuda", lambda: xg.sum(0), lambda: ta.sum(0)),
+           (f"sum axis 1 {s} cuda", lambda: xg.sum(1), lambda: ta.sum(1)),
+           (f"matmul ({m}, {m}) f32 cuda", lambda: Xg @ Yg, lambda: tA @ tB)]
+    return out + [Case(name, ours, ref, 'torch (cuda)', cuda=True) for name, ours, ref in gpu]

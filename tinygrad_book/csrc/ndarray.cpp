@@ -87,11 +87,8 @@ void check_view(const at::Tensor& buf, const std::vector<int64_t>& shape, IntLis
                 const char* name) {
   TORCH_CHECK(buf.device().is_cpu() && buf.dim() == 1 && buf.is_contiguous(), name,
               ": the buffer must be a contiguous 1-D CPU tensor");
-  TORCH_CHECK(strides.size() == shape.size(), name, ": ", strides.size(), " strides for ", shape.size(), " dimensions");
-  int64_t lo, hi;
-  tgb::view_extent(shape, strides.data(), offset, lo, hi);
-  TORCH_CHECK(hi < lo || (lo >= 0 && hi < buf.numel()), name, ": the view reaches elements [", lo, ", ", hi,
-              "] of a buffer of ", buf.numel());
+  const std::string err = tgb::view_bounds_error(shape, strides.data(), strides.size(), offset, buf.numel());
+  TORCH_CHECK(err.empty(), name, ": ", err);
 }
 
 // ------------------------------------------------------------------------------------------- elementwise engine
@@ -482,24 +479,7 @@ void for_each_run(const std::vector<int64_t>& shape, const std::vector<int64_t>&
   }
 }
 
-// Split the (kept..., reduced...) view into the kept and the reduced parts, each collapsed on its own.
-struct ReduceLayout {
-  std::vector<int64_t> kshape, kstride, rshape, rstride;
-};
-ReduceLayout split_reduce(const std::vector<int64_t>& shape, IntList strides, int64_t n_reduce) {
-  ReduceLayout R;
-  const int64_t nk = (int64_t)shape.size() - n_reduce;
-  // kept dims: collapsed together with the compact output's strides, so their order (the output's) is kept
-  std::vector<int64_t> ks(shape.begin(), shape.begin() + nk), kin(strides.begin(), strides.begin() + nk), kout(nk);
-  for (int64_t d = nk - 1, acc = 1; d >= 0; --d) { kout[d] = acc; acc *= ks[d]; }
-  auto K = tgb::collapse<2>(ks, {kout.data(), kin.data()});
-  for (size_t d = 0; d < K.shape.size(); ++d) { R.kshape.push_back(K.shape[d]); R.kstride.push_back(K.stride[d][1]); }
-  // reduced dims: any order will do (the innermost is then the one with the smallest stride)
-  std::vector<int64_t> rs(shape.begin() + nk, shape.end()), rin(strides.begin() + nk, strides.end());
-  auto Rl = tgb::collapse<1>(rs, {rin.data()});
-  for (size_t d = 0; d < Rl.shape.size(); ++d) { R.rshape.push_back(Rl.shape[d]); R.rstride.push_back(Rl.stride[d][0]); }
-  return R;
-}
+using tgb::ReduceLayout;
 
 template <class T, class R>
 void reduce_kernel(const T* a, const ReduceLayout& RL, int64_t n_out, int64_t n_red, T* out) {
@@ -602,7 +582,7 @@ void reduce_cpu(c10::string_view op_, const at::Tensor& a, IntList shape_, IntLi
   for (size_t d = 0; d < shape.size(); ++d) (d < shape.size() - n_reduce ? n_out : n_red) *= shape[d];
   TORCH_CHECK(out.is_contiguous() && out.dim() == 1 && out.numel() == n_out, "reduce: out must be a buffer of ", n_out, " elements");
   if (n_out == 0) return;
-  auto RL = split_reduce(shape, as, n_reduce);
+  auto RL = tgb::split_reduce(shape, as.data(), n_reduce);
   if (op == "argmax" || op == "argmin") {
     TORCH_CHECK(n_reduce == 1 && n_red > 0 && out.scalar_type() == at::kLong, "reduce: argmax/argmin reduce one non-empty axis into int64");
     TGB_DISPATCH(a.scalar_type(), "reduce", [&] {

@@ -59,15 +59,43 @@ Layout<N> collapse(const std::vector<int64_t>& shape, const std::array<const int
   return L;
 }
 
-// The smallest and largest element positions a view touches (for bounds checks against its buffer).
-inline void view_extent(const std::vector<int64_t>& shape, const int64_t* strides, int64_t offset, int64_t& lo,
-                        int64_t& hi) {
-  lo = hi = offset;
+// Empty if the view (shape, strides, offset) stays inside a buffer of `numel` elements, else what is wrong:
+// the kernels trust their arguments, so the bindings check every operand first.
+inline std::string view_bounds_error(const std::vector<int64_t>& shape, const int64_t* strides, size_t n_strides,
+                                     int64_t offset, int64_t numel) {
+  if (n_strides != shape.size())
+    return std::to_string(n_strides) + " strides for " + std::to_string(shape.size()) + " dimensions";
+  int64_t lo = offset, hi = offset;
   for (size_t d = 0; d < shape.size(); ++d) {
-    if (shape[d] == 0) { lo = offset; hi = offset - 1; return; }  // no element: nothing to check
+    if (shape[d] == 0) return "";  // no element: nothing is read
+    if (shape[d] < 0) return "negative size " + std::to_string(shape[d]);
     const int64_t span = (shape[d] - 1) * strides[d];
     (span < 0 ? lo : hi) += span;
   }
+  if (lo < 0 || hi >= numel)
+    return "the view reaches elements [" + std::to_string(lo) + ", " + std::to_string(hi) + "] of a buffer of " +
+           std::to_string(numel);
+  return "";
+}
+
+// A reduction over the last n_reduce dims of (shape, strides), split into the kept part (collapsed with the
+// compact output's strides, so the output's order is kept) and the reduced part (collapsed in any order: the
+// innermost is then the one with the smallest stride).
+struct ReduceLayout {
+  std::vector<int64_t> kshape, kstride, rshape, rstride;
+};
+
+inline ReduceLayout split_reduce(const std::vector<int64_t>& shape, const int64_t* strides, int64_t n_reduce) {
+  ReduceLayout R;
+  const int64_t nk = (int64_t)shape.size() - n_reduce;
+  std::vector<int64_t> ks(shape.begin(), shape.begin() + nk), kin(strides, strides + nk), kout(nk);
+  for (int64_t d = nk - 1, acc = 1; d >= 0; --d) { kout[d] = acc; acc *= ks[d]; }
+  auto K = collapse<2>(ks, {kout.data(), kin.data()});
+  for (size_t d = 0; d < K.shape.size(); ++d) { R.kshape.push_back(K.shape[d]); R.kstride.push_back(K.stride[d][1]); }
+  std::vector<int64_t> rs(shape.begin() + nk, shape.end()), rin(strides + nk, strides + shape.size());
+  auto Rl = collapse<1>(rs, {rin.data()});
+  for (size_t d = 0; d < Rl.shape.size(); ++d) { R.rshape.push_back(Rl.shape[d]); R.rstride.push_back(Rl.stride[d][0]); }
+  return R;
 }
 
 }  // namespace tgb
