@@ -394,3 +394,17 @@ def test_cuda_kernels_match_dense(dtype, fmt, O, K, B):
     y = layer(x.to(dtype).cuda())
     assert y.is_cuda and y.dtype == dtype
     assert_product_close(y.cpu(), x, w, b, dtype)
+
+
+def test_compile_and_func():
+    """The ops have Meta kernels and the autograd Function the setup_context form: torch.compile captures SparseLinear
+    in one graph (aot_eager: graph capture and fake tensors, without generating code) and torch.func.grad works."""
+    lin = nn.Linear(16, 8).double()
+    with torch.no_grad(): lin.weight.mul_(P.nm_mask(lin.weight))
+    x = randn(3, 16, dtype=torch.float64)
+    for fmt in P.FORMATS:
+        sl = P.SparseLinear.from_linear(lin, fmt)
+        compiled = torch.compile(sl, fullgraph=True, backend='aot_eager')
+        torch.testing.assert_close(compiled(x), lin(x), **TOL[torch.float64])
+        g = torch.func.grad(lambda t: sl(t).square().sum())(x)
+        torch.testing.assert_close(g, torch.func.grad(lambda t: lin(t).square().sum())(x), **TOL[torch.float64])

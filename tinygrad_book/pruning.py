@@ -309,8 +309,8 @@ def latency(model: nn.Module, x: Tensor, reference: nn.Module = None, warmup: in
     """Median seconds of `model(x)` without grad, through `tinygrad_book.bench` (warm-up, then median). With `reference`,
     the two are timed in alternation and (ours, reference) is returned, so background load hits both alike."""
     with torch.no_grad():
-        o, r = time_case(Case('latency', lambda: model(x), (lambda: reference(x)) if reference is not None else (lambda: None)),
-                         warmup, repeats)
+        o, r = time_case(Case('latency', lambda: model(x), (lambda: reference(x)) if reference is not None else (lambda: None),
+                              cuda=x.is_cuda), warmup, repeats)
     return (o, r) if reference is not None else o
 
 # %% ../nbs/06_pruning.ipynb #b1610152
@@ -610,15 +610,33 @@ def nm24_linear_reference(x: Tensor, values: Tensor, meta: Tensor, bias: Tensor 
 
 FORMATS = ('csr', '2:4')
 
+def _sparse_linear(fmt, x, a, b, c, bias):
+    "The kernel call: csr (a, b, c) = (row_ptr, col, val); 2:4 (a, b) = (values, meta)."
+    if fmt == 'csr': return torch.ops.tgb_sparse.csr_linear(x, a, b, c, bias)
+    return torch.ops.tgb_sparse.nm24_linear(x, a, b, bias)
+
+def _sparse_dense(fmt, a, b, c, in_features):
+    "The (out, in) dense weight, from the reference algorithm applied to the identity."
+    eye = torch.eye(in_features, dtype=(c if fmt == 'csr' else a).dtype, device=a.device)
+    y = csr_linear_reference(eye, a, b, c) if fmt == 'csr' else nm24_linear_reference(eye, a, b)
+    return y.T.contiguous()
+
 class _SparseLinearFn(torch.autograd.Function):
     "The kernels compute values; the gradient with respect to x is grad @ W (the compressed weights stay fixed)."
     @staticmethod
-    def forward(ctx, x, layer):
-        ctx.layer = layer
-        return layer._kernel(x)
+    def forward(x, fmt, a, b, c, bias):
+        return _sparse_linear(fmt, x, a, b, c, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):  # the separate-context form, so torch.func transforms can use it
+        x, fmt, a, b, c, bias = inputs
+        ctx.save_for_backward(a, b, c)
+        ctx.fmt, ctx.in_features = fmt, x.shape[1]
+
     @staticmethod
     def backward(ctx, g):
-        return g @ ctx.layer.to_dense().to(g.dtype), None
+        a, b, c = ctx.saved_tensors
+        return g @ _sparse_dense(ctx.fmt, a, b, c, ctx.in_features).to(g.dtype), None, None, None, None, None
 
 class SparseLinear(nn.Module):
     """A Linear layer whose weight is stored compressed, 'csr' or '2:4', and multiplied by the book's kernels.
@@ -639,6 +657,7 @@ class SparseLinear(nn.Module):
                 dict(zip(('values', 'meta'), to_nm24(weight)))
         for k, v in parts.items(): self.register_buffer(k, v)
         self.register_buffer('bias', None if bias is None else bias.detach().clone())
+        _ops()  # load (or build) the kernels now, not inside a forward that torch.compile may be tracing
 
     @classmethod
     def from_linear(cls, linear: nn.Module, format: str = 'csr') -> 'SparseLinear':
@@ -647,27 +666,25 @@ class SparseLinear(nn.Module):
             raise ValueError(f"SparseLinear.from_linear handles nn.Linear layers, got {type(linear).__name__}")
         return cls(linear.weight.detach(), linear.bias, format)
 
-    def _kernel(self, x2):
+    def _parts(self):
         b = self._buffers  # one dict lookup instead of four nn.Module.__getattr__ calls: this is a 20 us op at batch 1
-        if self.format == 'csr': return _ops().csr_linear(x2, b['row_ptr'], b['col'], b['val'], b['bias'])
-        return _ops().nm24_linear(x2, b['values'], b['meta'], b['bias'])
+        return (b['row_ptr'], b['col'], b['val']) if self.format == 'csr' else (b['values'], b['meta'], None)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"SparseLinear expects inputs with {self.in_features} features in the last dim, got shape {tuple(x.shape)}")
-        dt = self._buffers['val' if self.format == 'csr' else 'values'].dtype
+        parts = self._parts()
+        dt = parts[2 if self.format == 'csr' else 0].dtype
         if x.dtype != dt: raise TypeError(f"SparseLinear: input dtype {x.dtype} differs from the weight's {dt}")
         x2 = x if x.dim() == 2 else x.reshape(-1, self.in_features)             # (B, in)
-        y = _SparseLinearFn.apply(x2, self) if x2.requires_grad and torch.is_grad_enabled() else self._kernel(x2)
+        bias = self._buffers['bias']
+        y = _SparseLinearFn.apply(x2, self.format, *parts, bias) if x2.requires_grad and torch.is_grad_enabled() \
+            else _sparse_linear(self.format, x2, *parts, bias)                    # (B, out)
         return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out_features)
 
     def to_dense(self) -> Tensor:
         "The (out, in) weight matrix, zeros included."
-        eye = torch.eye(self.in_features, dtype=self.val.dtype if self.format == 'csr' else self.values.dtype,
-                        device=(self.val if self.format == 'csr' else self.values).device)
-        ref = csr_linear_reference(eye, self.row_ptr, self.col, self.val) if self.format == 'csr' else \
-              nm24_linear_reference(eye, self.values, self.meta)
-        return ref.T.contiguous()                                            # rows of W^T -> W
+        return _sparse_dense(self.format, *self._parts(), self.in_features)
 
     def storage_bytes(self) -> int:
         "Bytes of every buffer: values, indices and bias."
@@ -677,7 +694,7 @@ class SparseLinear(nn.Module):
         nnz = self.val.numel() if self.format == 'csr' else self.values.numel()
         return f"in_features={self.in_features}, out_features={self.out_features}, format={self.format!r}, stored_values={nnz}"
 
-# %% ../nbs/06_pruning.ipynb #f190db98
+# %% ../nbs/06_pruning.ipynb #bb072009
 def count_macs(model: nn.Module, example: Tensor) -> tuple:
     """(dense MACs, MACs on non-zero weights) of one forward pass over `example`, per sample, counted in the
     Linear, Conv and SparseLinear layers. Masked weights still cost dense MACs unless a sparse kernel skips them."""
@@ -709,7 +726,7 @@ def sparsify(model: nn.Module, format: str = 'csr', layers=None) -> nn.Module:
         setattr(new.get_submodule(parent), child, SparseLinear.from_linear(m, format))
     return new
 
-# %% ../nbs/06_pruning.ipynb #98278cb3
+# %% ../nbs/06_pruning.ipynb #31b6ae55
 def _linear_pair(n: int, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     lin = nn.Linear(n, n)
