@@ -167,6 +167,16 @@ def test_property_cpp_pretokenizer_matches_regex(text, pattern):
     assert ours == regex.findall(bpe.PATTERNS[pattern], text)
 
 
+@settings(max_examples=100)
+@given(st.binary(max_size=64))
+def test_cpp_encoder_survives_invalid_utf8(data):
+    "The C++ classes can be handed any bytes: chunks then cover the input exactly and the tokens decode back to it."
+    t = BPETokenizer('gpt4')
+    offs = t._cpp().split_offsets(bpe._as_bytes_tensor(data)).tolist()
+    assert offs[0] == 0 and offs[-1] == len(data) and all(a < b for a, b in zip(offs, offs[1:]))
+    assert t.decode_bytes(t._cpp().encode(bpe._as_bytes_tensor(data)).tolist()) == data
+
+
 def test_pretokenizer_on_corpus():
     text = corpus(300_000) + ''.join(TEXTS)
     b = text.encode('utf-8')

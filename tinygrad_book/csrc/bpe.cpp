@@ -30,14 +30,23 @@ namespace {
 enum Pattern : int64_t { kWhole = 0, kGpt2 = 1, kGpt4 = 2 };
 enum CharClass : uint8_t { kLetter = 1, kNumber = 2, kSpace = 4 };  // \p{L}, \p{N}, \s (as the regex module has them)
 
-// Decode one UTF-8 code point at s[i] (the text is valid UTF-8: Python encoded it). Returns the code point; *len = bytes.
-inline uint32_t decode_utf8(const uint8_t* s, int64_t i, int* len) {
+// Decode one UTF-8 code point at s[i], of a text of n bytes; *len = its bytes. Python hands us valid UTF-8, but the
+// class can be called with any bytes: a truncated or malformed sequence reads as one byte of U+FFFD, never past the
+// end and never outside the class table.
+inline uint32_t decode_utf8(const uint8_t* s, int64_t i, int64_t n, int* len) {
   const uint8_t c = s[i];
-  if (c < 0x80) { *len = 1; return c; }
-  if (c < 0xE0) { *len = 2; return (uint32_t(c & 0x1F) << 6) | (s[i + 1] & 0x3F); }
-  if (c < 0xF0) { *len = 3; return (uint32_t(c & 0x0F) << 12) | (uint32_t(s[i + 1] & 0x3F) << 6) | (s[i + 2] & 0x3F); }
-  *len = 4;
-  return (uint32_t(c & 0x07) << 18) | (uint32_t(s[i + 1] & 0x3F) << 12) | (uint32_t(s[i + 2] & 0x3F) << 6) | (s[i + 3] & 0x3F);
+  *len = 1;
+  if (c < 0x80) return c;
+  const int k = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 0;
+  if (k == 0 || i + k > n) return 0xFFFD;
+  uint32_t cp = c & (0x7F >> k);
+  for (int j = 1; j < k; ++j) {
+    if ((s[i + j] & 0xC0) != 0x80) return 0xFFFD;
+    cp = (cp << 6) | (s[i + j] & 0x3F);
+  }
+  if (cp > 0x10FFFF) return 0xFFFD;
+  *len = k;
+  return cp;
 }
 
 // A cursor over the code points of a text: cp(i) and the next position, with the character class looked up.
@@ -47,7 +56,7 @@ struct Text {
   const uint8_t* classes;  // 0x110000 entries of CharClass bits
   uint32_t cp(int64_t i, int64_t* next) const {
     int len;
-    const uint32_t c = decode_utf8(s, i, &len);
+    const uint32_t c = decode_utf8(s, i, n, &len);
     *next = i + len;
     return c;
   }
