@@ -9,7 +9,7 @@ __all__ = ['UNARY_OPS', 'BINARY_OPS', 'REDUCE_OPS', 'as_dtype', 'Device', 'Numpy
            'CpuDevice', 'set_num_threads', 'CudaDevice', 'ndarray_benchmarks']
 
 # %% ../nbs/01_ndarray.ipynb #b0778fbc
-import math, numbers, operator, os
+import functools, math, numbers, operator, os
 import numpy as np
 
 # %% ../nbs/01_ndarray.ipynb #79d33a7b
@@ -27,6 +27,7 @@ def as_dtype(dtype, name: str = 'dtype') -> np.dtype:
 
 def _result_dtype(*dtypes) -> np.dtype:
     "numpy's promotion among the supported dtypes (float32 with int64 gives float64, as in numpy)."
+    if len(dtypes) == 2 and dtypes[0] == dtypes[1]: return dtypes[0]
     return np.result_type(*dtypes)
 
 def _scalar_dtype(dt: np.dtype, s) -> np.dtype:
@@ -84,9 +85,9 @@ class NumpyDevice(Device):
     def from_numpy(self, a: np.ndarray): return np.array(a, order='C', copy=True).reshape(-1)
     def buffer_numpy(self, buf) -> np.ndarray: return buf
     def as_numpy(self, x: 'NDArray') -> np.ndarray:
-        "A numpy view (no copy, writable) of `x`'s elements, with `x`'s shape and strides."
-        buf = self.buffer_numpy(x._buf)
-        return np.lib.stride_tricks.as_strided(buf[x._offset:], x._shape, tuple(s * buf.itemsize for s in x._strides))
+        "A numpy view (no copy, writable) of `x`'s elements, with `x`'s shape and strides (numpy checks the bounds)."
+        buf, k = self.buffer_numpy(x._buf), x._dtype.itemsize
+        return np.ndarray(x._shape, x._dtype, buffer=buf, offset=x._offset * k, strides=tuple(s * k for s in x._strides))
     def to_numpy(self, x: 'NDArray') -> np.ndarray: return np.array(self.as_numpy(x), order='C', copy=True)
 
     # kernels
@@ -137,7 +138,8 @@ def _prod(xs) -> int:
     for x in xs: p *= x
     return p
 
-def _compact_strides(shape) -> tuple:
+@functools.lru_cache(maxsize=4096)  # a program uses few distinct shapes, and this is on every op's path
+def _compact_strides(shape: tuple) -> tuple:
     "Row-major strides, in elements: each is the product of the sizes to its right."
     strides, acc = [], 1
     for n in reversed(shape):
@@ -147,6 +149,7 @@ def _compact_strides(shape) -> tuple:
 def _shape_arg(shape, name='shape') -> tuple:
     "Normalise `shape` (an int, or a sequence of ints; also the varargs form `f(2, 3)`) to a tuple."
     if len(shape) == 1 and not isinstance(shape[0], (numbers.Integral, np.integer)): shape = shape[0]
+    if type(shape) is tuple and all(type(n) is int for n in shape): return shape  # the common case, fast
     try: return tuple(operator.index(n) for n in shape)
     except TypeError: raise TypeError(f"{name} must be a sequence of ints, got {shape!r}") from None
 
@@ -295,6 +298,10 @@ class NDArray:
         self._device.copy(self, out)
         return out
 
+    def copy(self) -> 'NDArray':
+        "A compact copy (same dtype and device)."
+        return self.astype(self._dtype)
+
     def shares_memory(self, other: 'NDArray') -> bool:
         "Do the two arrays use the same buffer (is one a view of the other)?"
         return self._buf is other._buf
@@ -347,6 +354,7 @@ NDArray.T = property(lambda self: self.permute(), doc="All dimensions reversed (
 @_patch
 def _nd_broadcast_to(self: NDArray, *shape) -> NDArray:
     "A view with `shape`, repeating dimensions of size 1 (stride 0) and adding leading ones, as numpy broadcasting does."
+    if shape == (self._shape,) or shape == self._shape: return self  # the common case: nothing to broadcast
     shape = _shape_arg(shape)
     if shape == self._shape: return self
     k = len(shape) - self.ndim
@@ -477,9 +485,10 @@ def _dense_strides(x: NDArray):
 
 def _out_like(shape, dtype, device, *operands) -> NDArray:
     "The output array of an elementwise op: the operands' layout if they share one dense layout, else row-major."
+    compact = _compact_strides(shape)
+    if operands[0]._strides == compact: return NDArray._empty(shape, dtype, device)
     st = _dense_strides(operands[0]) if operands[0]._shape == shape else None
     if st is not None and not all(o._strides == st and o._shape == shape for o in operands[1:]): st = None
-    if st is not None and st == _compact_strides(shape): st = None
     return NDArray._empty(shape, dtype, device, strides=st)
 
 def _same_device(a: NDArray, b: NDArray, op: str):
