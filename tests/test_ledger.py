@@ -224,7 +224,7 @@ def test_simulate_matches_mmc(lam, mu, c):
 
 def test_simulate_matches_ciw():
     ciw = pytest.importorskip('ciw')
-    lam, T, warm = 7.0, 800, 50   # busy enough that the small queues block often
+    lam, T, warm = 7.0, 500, 50   # busy enough that the small queues block often
 
     def run_ciw(seed):
         N = ciw.create_network(arrival_distributions=[ciw.dists.Exponential(lam), None, None],
