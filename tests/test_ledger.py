@@ -122,6 +122,7 @@ def test_failures_are_counted_never_lost():
     assert sorted(led.outputs) == sorted(2 * x for x in range(300) if x % 5 and x % 7)
     assert led['c'].n == led.n_done and led['a'].failures == Counter()
     assert led.failures == Counter({'ValueError': n_val, 'KeyError': n_key})
+    assert led.top_failure == f"b: ValueError ({n_val}, {n_val / 300:.1%})"
     assert 'ValueError' in led.to_markdown()
     ll = led.little()   # failed items leave the system too: Little's law counts them
     assert ll.rel_error < 0.05

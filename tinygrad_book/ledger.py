@@ -272,6 +272,14 @@ class Ledger(_Percentiles):
 
     littles_law = little  # the same, by its full name
 
+    @property
+    def top_failure(self) -> str:
+        "The most frequent exception type over all stages, with the stage that raised it most: 'parse: ValueError (12, 3.0%)'."
+        if not self.failures: return '-'
+        kind, k = self.failures.most_common(1)[0]
+        where = max(self.stages, key=lambda s: s.failures.get(kind, 0)).name
+        return f"{where}: {kind} ({k}, {k / max(self.n_in, 1):.1%})"
+
     # ---- the constraint
     def bottleneck(self) -> StageStats:
         """The constraint, by the rule "high utilization and a growing queue": among stages with work piling up in
