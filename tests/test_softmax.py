@@ -315,8 +315,8 @@ def test_bad_input_raises_clear_error(fn, exc, msg):
 def test_raw_op_rejects_bad_index_without_crashing():
     """Even the raw dispatcher op, called directly, checks indices before any kernel runs."""
     ops = S._ops()
-    with pytest.raises(RuntimeError, match='out of bounds'):
-        ops.cross_entropy_fwd(torch.randn(3, 4), torch.tensor([0, 9, 1]), None, -100, 0.0)
+    with pytest.raises(IndexError, match='out of bounds'):  # TORCH_CHECK_INDEX: an IndexError, as torch's own kernel
+        ops.cross_entropy_fwd(torch.randn(3, 4), torch.tensor([0, 9, 1]), None, -100, 0.0, 0)
 
 
 # ---------------------------------------------------------------- binary cross-entropy with logits
@@ -357,7 +357,7 @@ def test_cuda_bad_index_clear_error_and_raw_op_never_reads_out_of_bounds():
     x = torch.randn(3, 4, device='cuda')
     with pytest.raises(IndexError, match='out of bounds'):
         S.cross_entropy(x, torch.tensor([0, 9, 1], device='cuda'))
-    loss, lse = S._ops().cross_entropy_fwd(x, torch.tensor([0, 9, 1], device='cuda'), None, -100, 0.0)
+    loss, lse, _ = S._ops().cross_entropy_fwd(x, torch.tensor([0, 9, 1], device='cuda'), None, -100, 0.0, 0)
     assert torch.isnan(loss[1]) and not torch.isnan(loss[[0, 2]]).any()
     torch.cuda.synchronize()  # no illegal memory access was raised
 

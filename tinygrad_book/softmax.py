@@ -4,33 +4,59 @@
 
 # %% auto #0
 __all__ = ['USE_KERNELS', 'softmax', 'log_softmax', 'logsumexp', 'cross_entropy', 'binary_cross_entropy_with_logits',
-           'TemperatureScaler', 'ece', 'reliability_diagram', 'softmax_benchmarks']
+           'TemperatureScaler', 'ece', 'reliability_diagram', 'linear_cross_entropy', 'softmax_benchmarks']
 
 # %% ../nbs/04_softmax.ipynb #474812ae
-import math, os
+import math, operator, os, warnings
 import torch
+import torch.autograd.forward_ad as _fwd_ad
 from torch import Tensor
 from .ext import load_ops
 
 # %% ../nbs/04_softmax.ipynb #3cc811a0
 USE_KERNELS = os.environ.get('TINYGRAD_BOOK_KERNELS', '1') != '0'  # False: always use the pure-torch path
 
-def _ops(): return load_ops('softmax')
+# The op library is built on first import (then cached) and registered with the dispatcher as torch.ops.tgb_softmax.*.
+# Loading it here rather than on first call keeps file-system work out of the functions torch.compile traces.
+_OPS = load_ops('softmax') if USE_KERNELS else None
+# meta tensors run the ops' fake kernels (registered below): shapes only, through the same path as real tensors
+_KERNEL_DEVICES = ('cpu', 'meta', 'cuda') if torch.cuda.is_available() else ('cpu', 'meta')
+_HALF = (torch.float16, torch.bfloat16)
+
+def _ops(): return _OPS
+
+def _raw(op):
+    "The C++ callable behind `op`, for eager calls: one Python frame fewer than `op(...)` (2 us of a 10 us call)."
+    return getattr(op.default, '_op', op.default)
 
 def _use_kernel(x: Tensor) -> bool:
     "Do the compiled kernels handle `x` (dtype and device)?"
-    return USE_KERNELS and x.dtype in (torch.float32, torch.float64) and (
-        x.device.type == 'cpu' or (x.device.type == 'cuda' and torch.cuda.is_available()))
+    return _OPS is not None and x.dtype in (torch.float32, torch.float64) and x.device.type in _KERNEL_DEVICES
 
-def _check_input(x, name='x'):
+def _plain_call(*tensors) -> bool:
+    """True when nothing needs to see the op as a differentiable function: no gradient wanted, no torch.func
+    transform, no forward-mode AD, not tracing for torch.compile. Then the op is called directly, skipping the cost of
+    `autograd.Function.apply` (about 5 us, as much as a small softmax)."""
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active() or _fwd_ad._current_level >= 0:
+        return False
+    return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
+
+def _check_input(x, name='input'):
     if not isinstance(x, Tensor): raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point(): raise TypeError(f"{name} must be a floating-point tensor, got {x.dtype}")
 
-def _norm_dim(dim: int, ndim: int) -> int:
+def _check_tensor_or_none(t, name):
+    if t is not None and not isinstance(t, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor or None, got {type(t).__name__}")
+
+def _norm_dim(dim, ndim: int) -> int:
+    "`dim` (any integer type, numpy's included) as an index in [0, ndim); IndexError when out of range, as torch."
+    try: d = operator.index(dim)
+    except TypeError: raise TypeError(f"dim must be an int, got {type(dim).__name__}") from None
     n = max(ndim, 1)
-    if not isinstance(dim, int) or not -n <= dim < n:
-        raise IndexError(f"dim {dim} is out of range for a tensor with {ndim} dimension(s)")
-    return dim % n
+    if not -n <= d < n:
+        raise IndexError(f"dim {dim} is out of range for a tensor with {ndim} dimension(s) (expected {-n}..{n-1})")
+    return d % n
 
 def _to_rows(x: Tensor, dim: int):
     "Move `dim` last and flatten the rest: (..., C, ...) -> (R, C) contiguous, plus what `_from_rows` needs."
@@ -44,38 +70,90 @@ def _from_rows(y: Tensor, shape, dim: int) -> Tensor:
 
 def _upcast(x: Tensor) -> Tensor:
     "16-bit floats are reduced in float32, as torch does."
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    return x.float() if x.dtype in _HALF else x
+
+# torch's autocast policy for these ops (aten/src/ATen/autocast_mode.cpp): on a device type whose float32 list holds
+# the op, 16-bit inputs are computed, and returned, in float32. On CPU the two losses are on it, softmax is not.
+_AUTOCAST_FP32 = {'cpu': {'cross_entropy', 'bce'},
+                  'cuda': {'softmax', 'log_softmax', 'logsumexp', 'cross_entropy', 'bce'}}
+
+def _autocast(x: Tensor, op: str) -> Tensor:
+    "`x` cast to float32 where autocast is on for its device and torch runs `op` in float32 there."
+    dev = x.device.type
+    if x.dtype in _HALF and op in _AUTOCAST_FP32.get(dev, ()) and torch.is_autocast_enabled(dev): return x.float()
+    return x
 
 # %% ../nbs/04_softmax.ipynb #ba2e5cfa
+def _apply(fn, *args):
+    """`fn.apply(*args)`, through its subclass with forward-mode AD (`fn.with_jvp`) outside torch.compile: Dynamo cannot
+    trace a Function that defines `jvp`, and a compiled graph has no use for one."""
+    return (fn if torch.compiler.is_compiling() else fn.with_jvp).apply(*args)
+
 class _SoftmaxFn(torch.autograd.Function):
     "softmax (log=False) or log_softmax (log=True) of a contiguous (R, C) matrix along its rows."
     @staticmethod
-    def forward(ctx, x, log: bool):
-        y = _ops().softmax_fwd(x, log)
-        ctx.save_for_backward(y)
-        ctx.log = log
-        return y
+    def forward(x, log: bool):                       # (R, C) -> (R, C)
+        return _OPS.softmax_fwd(x, log)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.log = inputs[1]
+        ctx.save_for_backward(output)
+        ctx.save_for_forward(output)
 
     @staticmethod
     def backward(ctx, g):
         y, = ctx.saved_tensors
-        if torch.is_grad_enabled():  # double backward: differentiable formula
+        if torch.is_grad_enabled():  # double backward (create_graph, torch.func.grad): a differentiable formula
             gx = g - y.exp() * g.sum(-1, keepdim=True) if ctx.log else y * (g - (g * y).sum(-1, keepdim=True))
         else:
-            gx = _ops().softmax_bwd(g.contiguous(), y, ctx.log)
+            gx = _OPS.softmax_bwd(g.contiguous(), y, ctx.log)
         return gx, None
+
+    @staticmethod
+    def vmap(info, in_dims, x, log):
+        "Under vmap, the batch is more rows: (B, R, C) -> (B*R, C), one kernel call instead of B."
+        if in_dims[0] is None: return _apply(_SoftmaxFn, x, log), None
+        xb = x.movedim(in_dims[0], 0)                                           # (B, R, C)
+        return _apply(_SoftmaxFn, xb.reshape(-1, xb.shape[-1]).contiguous(), log).reshape(xb.shape), 0
 
 class _LogSumExpFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x):
-        out = _ops().logsumexp_fwd(x)
-        ctx.save_for_backward(x, out)
-        return out
+    def forward(x):                                  # (R, C) -> (R,)
+        return _OPS.logsumexp_fwd(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0], output)
+        ctx.save_for_forward(inputs[0], output)
 
     @staticmethod
     def backward(ctx, g):
         x, out = ctx.saved_tensors
         return g.unsqueeze(-1) * (x - out.unsqueeze(-1)).exp()   # d lse / dx = softmax(x)
+
+    @staticmethod
+    def vmap(info, in_dims, x):
+        if in_dims[0] is None: return _apply(_LogSumExpFn, x), None
+        xb = x.movedim(in_dims[0], 0)                                           # (B, R, C)
+        return _apply(_LogSumExpFn, xb.reshape(-1, xb.shape[-1]).contiguous()).reshape(xb.shape[:-1]), 0
+
+class _SoftmaxFnJvp(_SoftmaxFn):
+    "With forward-mode AD (torch.func.jvp, jacfwd): a subclass, since Dynamo cannot trace a Function that defines jvp."
+    @staticmethod
+    def jvp(ctx, dx, _):                             # forward mode: the same formulas with the tangent dx
+        y, = ctx.saved_tensors
+        return dx - (y.exp() * dx).sum(-1, keepdim=True) if ctx.log else y * (dx - (y * dx).sum(-1, keepdim=True))
+
+_SoftmaxFn.with_jvp = _SoftmaxFnJvp
+
+class _LogSumExpFnJvp(_LogSumExpFn):
+    @staticmethod
+    def jvp(ctx, dx):
+        x, out = ctx.saved_tensors
+        return ((x - out.unsqueeze(-1)).exp() * dx).sum(-1)
+
+_LogSumExpFn.with_jvp = _LogSumExpFnJvp
 
 # %% ../nbs/04_softmax.ipynb #570d9977
 def _softmax_torch(x: Tensor, dim: int, log: bool) -> Tensor:
@@ -87,58 +165,85 @@ def _softmax_torch(x: Tensor, dim: int, log: bool) -> Tensor:
         y = e / e.sum(dim, keepdim=True)
     return y.to(x.dtype)
 
-def _softmax_impl(x: Tensor, dim: int, log: bool) -> Tensor:
+def _softmax_impl(x, dim, log: bool, dtype) -> Tensor:
+    if not isinstance(x, Tensor): raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+    if dtype is not None: x = x.to(dtype)            # as torch: cast first, then normalise
+    elif x.dtype in _HALF: x = _autocast(x, 'log_softmax' if log else 'softmax')
     _check_input(x)
-    if x.dim() == 0: return _softmax_impl(x.reshape(1), 0, log).reshape(())
+    if dim is None:                                  # F.softmax's legacy implicit dim, with torch's warning
+        warnings.warn("Implicit dimension choice for softmax has been deprecated. Change the call to include dim=X "
+                      "as an argument.", stacklevel=3)
+        dim = 0 if x.dim() in (0, 1, 3) else 1
+    if x.dim() == 0: return _softmax_impl(x.reshape(1), 0, log, None).reshape(())
     dim = _norm_dim(dim, x.dim())
     if x.numel() == 0: return x.clone()  # nothing to normalise
     if not _use_kernel(x): return _softmax_torch(x, dim, log)
     rows, shape = _to_rows(x, dim)
-    return _from_rows(_SoftmaxFn.apply(rows, log), shape, dim)
+    y = _raw(_OPS.softmax_fwd)(rows, log) if _plain_call(rows) else _apply(_SoftmaxFn, rows, log)
+    return _from_rows(y, shape, dim)
 
-def softmax(x: Tensor, dim: int = -1) -> Tensor:
-    "Numerically stable softmax along `dim`, like `torch.softmax(x, dim)`. Fused kernels for float32/64 on CPU and CUDA."
-    return _softmax_impl(x, dim, False)
+def softmax(input: Tensor, dim: int = -1, dtype: torch.dtype = None) -> Tensor:
+    """Numerically stable softmax along `dim`, like `torch.softmax(input, dim, dtype)`. Fused kernels for float32/64
+    on CPU and CUDA; other dtypes (and other devices) run the same algorithm in torch ops, 16-bit ones in float32.
+    Differs from torch: `dim` defaults to -1 (F.softmax's implicit choice still works for `dim=None`, with its warning).
 
-def log_softmax(x: Tensor, dim: int = -1) -> Tensor:
-    "Numerically stable log(softmax(x)) along `dim`, like `torch.log_softmax(x, dim)`."
-    return _softmax_impl(x, dim, True)
+    >>> softmax(torch.tensor([0., math.log(3)]))
+    tensor([0.2500, 0.7500])
+    """
+    return _softmax_impl(input, dim, False, dtype)
 
-def logsumexp(x: Tensor, dim: int = -1) -> Tensor:
-    "log(sum(exp(x))) along `dim` without overflow, like `torch.logsumexp(x, dim)` (the dim is removed)."
+def log_softmax(input: Tensor, dim: int = -1, dtype: torch.dtype = None) -> Tensor:
+    """Numerically stable log(softmax(input)) along `dim`, like `torch.log_softmax(input, dim, dtype)`.
+
+    >>> log_softmax(torch.tensor([0., 1000.]))   # softmax(x).log() would give [-inf, 0]
+    tensor([-1000.,     0.])
+    """
+    return _softmax_impl(input, dim, True, dtype)
+
+def _logsumexp_torch(x: Tensor, dims) -> Tensor:  # reduced dims kept as size 1
+    xf = _upcast(x)
+    m = xf.amax(dims, keepdim=True).detach() if all(x.shape[d] for d in dims) else torch.zeros_like(xf.sum(dims, keepdim=True))
+    m = m.masked_fill(torch.isinf(m), 0)  # an all -inf row: shift by 0 so the result is -inf, not NaN
+    return ((xf - m).exp().sum(dims, keepdim=True).log() + m).to(x.dtype)
+
+def logsumexp(input: Tensor, dim=-1, keepdim: bool = False) -> Tensor:
+    """log(sum(exp(input))) over `dim` (an int or a tuple of ints) without overflow, like
+    `torch.logsumexp(input, dim, keepdim)`. Integer inputs are promoted to the default float dtype, as torch does.
+    Differs from torch: `dim` defaults to -1.
+
+    >>> logsumexp(torch.tensor([[1000., 1000.]]), dim=1)   # 1000 + log(2); exp(1000) overflows
+    tensor([1000.6931])
+    """
+    x = input
+    if not isinstance(x, Tensor): raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point() and not x.is_complex(): x = x.to(torch.get_default_dtype())
+    elif x.dtype in _HALF: x = _autocast(x, 'logsumexp')
     _check_input(x)
-    if x.dim() == 0: return logsumexp(x.reshape(1), 0).reshape(())
-    dim = _norm_dim(dim, x.dim())
-    if not _use_kernel(x) or x.numel() == 0:
-        xf = _upcast(x)
-        m = xf.amax(dim, keepdim=True).detach() if x.shape[dim] else torch.zeros_like(xf.sum(dim, keepdim=True))
-        m = m.masked_fill(torch.isinf(m), 0)  # an all -inf row: shift by 0 so the result is -inf, not NaN
-        return ((xf - m).exp().sum(dim).log() + m.squeeze(dim)).to(x.dtype)
-    rows, shape = _to_rows(x, dim)
-    return _LogSumExpFn.apply(rows).reshape(shape[:-1])
+    dims = tuple(dim) if isinstance(dim, (tuple, list)) else (dim,)
+    if not dims: raise ValueError("dim must name at least one dimension to reduce, got ()")
+    if x.dim() == 0:
+        for d in dims: _norm_dim(d, 0)
+        return logsumexp(x.reshape(1), 0)
+    nd = sorted(_norm_dim(d, x.dim()) for d in dims)
+    if len(set(nd)) != len(nd): raise RuntimeError(f"dim {dim} names a dimension more than once")
+    kept = tuple(1 if i in nd else s for i, s in enumerate(x.shape))          # shape with keepdim=True
+    if not _use_kernel(x) or x.numel() == 0: out = _logsumexp_torch(x, nd)
+    else:
+        xm = x if nd == list(range(x.dim() - len(nd), x.dim())) else x.movedim(nd, list(range(-len(nd), 0)))
+        rows = xm.reshape(-1, math.prod([x.shape[d] for d in nd])).contiguous()   # (R, K): reduced dims last
+        out = (_raw(_OPS.logsumexp_fwd)(rows) if _plain_call(rows) else _apply(_LogSumExpFn, rows)).reshape(kept)
+    return out if keepdim else out.squeeze(nd)
 
 # %% ../nbs/04_softmax.ipynb #2835221f
-class _CrossEntropyFn(torch.autograd.Function):
-    "Per-row cross-entropy of (R, C) logits against int64 targets (0 for ignored rows)."
-    @staticmethod
-    def forward(ctx, x, target, weight, ignore_index: int, label_smoothing: float):
-        loss, lse = _ops().cross_entropy_fwd(x, target, weight, ignore_index, label_smoothing)
-        ctx.save_for_backward(x, target, lse, weight)
-        ctx.ignore_index, ctx.label_smoothing = ignore_index, label_smoothing
-        return loss
+_REDUCTIONS = {'none': 0, 'sum': 1, 'mean': 2}   # the kernels' reduction codes
 
-    @staticmethod
-    def backward(ctx, g):
-        x, target, lse, weight = ctx.saved_tensors
-        if torch.is_grad_enabled():  # double backward: differentiable formula
-            gx = torch.autograd.grad(_ce_rows_torch(x, target, weight, ctx.ignore_index, ctx.label_smoothing), x, g,
-                                     create_graph=True)[0]
-        else:
-            gx = _ops().cross_entropy_bwd(g.contiguous(), x, target, lse, weight, ctx.ignore_index, ctx.label_smoothing)
-        return gx, None, None, None, None
+def _reduce_rows(rows: Tensor, reduction: int, denom: Tensor) -> Tensor:
+    "Per-row losses (R,) -> the reduction: 0 none, 1 sum, 2 mean (divided by `denom`, the weight of the rows kept)."
+    if reduction == 0: return rows
+    return rows.sum() if reduction == 1 else (rows.sum() / denom).to(rows.dtype)
 
 def _ce_rows_torch(x, target, weight, ignore_index, label_smoothing):
-    "The same per-row loss in differentiable torch ops: the fallback path and the double-backward formula."
+    "The per-row loss in differentiable torch ops: the fallback path (16-bit, other devices) and the reference."
     C = x.shape[-1]
     logp = log_softmax(x, -1)                                      # (R, C)
     valid = target != ignore_index                                 # (R,)
@@ -151,9 +256,83 @@ def _ce_rows_torch(x, target, weight, ignore_index, label_smoothing):
         loss = loss + label_smoothing / C * smooth
     return torch.where(valid, loss, torch.zeros_like(loss))
 
-# %% ../nbs/04_softmax.ipynb #ed16d252
-_REDUCTIONS = ('none', 'mean', 'sum')
+def _ce_denominator(target, weight, ignore_index, dtype=torch.float64) -> Tensor:
+    "The mean's divisor: sum of weight[target] (or the count) over the rows not ignored."
+    valid = target != ignore_index
+    if weight is None: return valid.sum().to(dtype)
+    return (weight[torch.where(valid, target, 0)].to(dtype) * valid).sum()
 
+def _ce_grad_torch(g_rows, x, target, weight, ignore_index, eps):
+    """d loss_i / d x (R, C) times the per-row upstream gradient `g_rows` (R,), in differentiable torch ops:
+    the double-backward formula (it is itself differentiated) and the forward-mode (jvp) formula.
+        g_i [ (1-eps) w[t] (p_ik - [k==t]) + eps/C (W p_ik - w[k]) ],   p = softmax(x_i), W = sum(w)"""
+    C = x.shape[-1]
+    valid = target != ignore_index
+    t = torch.where(valid, target, 0)
+    g = torch.where(valid, g_rows, torch.zeros_like(g_rows))                       # (R,)
+    wt = weight[t] if weight is not None else torch.ones_like(g)                   # (R,)
+    W = weight.sum() if weight is not None else C
+    p = softmax(x, -1)                                                            # (R, C)
+    onehot = (torch.arange(C, device=x.device) == t.unsqueeze(1)).to(x.dtype)      # (R, C)
+    gx = (g * ((1 - eps) * wt + eps / C * W)).unsqueeze(1) * p - (g * (1 - eps) * wt).unsqueeze(1) * onehot
+    if eps > 0: gx = gx - (g * eps / C).unsqueeze(1) * (weight if weight is not None else 1)
+    return gx
+
+class _CrossEntropyFn(torch.autograd.Function):
+    """Cross-entropy of (R, C) logits against (R,) int64 targets, reduced in the kernel (0 none, 1 sum, 2 mean).
+    Outputs (loss, lse, denom): the last two are saved for the backward and are not differentiable."""
+    @staticmethod
+    def forward(x, target, weight, ignore_index: int, label_smoothing: float, reduction: int):
+        return _OPS.cross_entropy_fwd(x, target, weight, ignore_index, label_smoothing, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, target, weight, ctx.ignore_index, ctx.label_smoothing, ctx.reduction = inputs
+        _, lse, denom = output
+        ctx.mark_non_differentiable(lse, denom)
+        ctx.save_for_backward(x, target, lse, denom, weight)
+        ctx.save_for_forward(x, target, denom, weight)
+
+    @staticmethod
+    def backward(ctx, g, _g_lse, _g_denom):
+        x, target, lse, denom, weight = ctx.saved_tensors
+        if torch.is_grad_enabled():  # double backward (create_graph, torch.func.grad): a differentiable formula
+            R = x.shape[0]
+            g_rows = g if ctx.reduction == 0 else (g / denom.to(g.dtype) if ctx.reduction == 2 else g).expand(R)
+            gx = _ce_grad_torch(g_rows, x, target, weight, ctx.ignore_index, ctx.label_smoothing)
+        else:
+            gx = _OPS.cross_entropy_bwd(g, x, target, lse, denom, weight, ctx.ignore_index, ctx.label_smoothing,
+                                        ctx.reduction)
+        return gx, None, None, None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, x, target, weight, ignore_index, label_smoothing, reduction):
+        "Under vmap: one kernel call over all B*R rows with reduction 'none', then a reduction per batch entry."
+        if in_dims[2] is not None:  # a batched class weight: the torch formula, which vmap handles op by op
+            raise NotImplementedError("cross_entropy under vmap with a batched class weight is not supported")
+        B = info.batch_size
+        xb = x.movedim(in_dims[0], 0) if in_dims[0] is not None else x.expand(B, *x.shape)     # (B, R, C)
+        tb = target.movedim(in_dims[1], 0) if in_dims[1] is not None else target.expand(B, *target.shape)  # (B, R)
+        rows, lse, _ = _apply(_CrossEntropyFn, xb.reshape(-1, xb.shape[-1]).contiguous(), tb.reshape(-1).contiguous(),
+                                             weight, ignore_index, label_smoothing, 0)
+        rows, lse = rows.reshape(tb.shape), lse.reshape(tb.shape)                               # (B, R) each
+        valid = tb != ignore_index
+        denom = (valid.to(torch.float64) if weight is None else
+                 weight[torch.where(valid, tb, 0)].to(torch.float64) * valid).sum(1)          # (B,) per-entry divisor
+        loss = rows if reduction == 0 else rows.sum(1) if reduction == 1 else (rows.sum(1) / denom).to(rows.dtype)
+        return (loss, lse, denom), (0, 0, 0)
+
+class _CrossEntropyFnJvp(_CrossEntropyFn):
+    @staticmethod
+    def jvp(ctx, dx, *_):
+        x, target, denom, weight = ctx.saved_tensors
+        d_rows = (_ce_grad_torch(torch.ones_like(x[:, 0]), x, target, weight, ctx.ignore_index,
+                                 ctx.label_smoothing) * dx).sum(-1)                # (R,)
+        return _reduce_rows(d_rows, ctx.reduction, denom), None, None
+
+_CrossEntropyFn.with_jvp = _CrossEntropyFnJvp
+
+# %% ../nbs/04_softmax.ipynb #ed16d252
 def _not_differentiable(t, name, fn):
     "torch refuses a class weight that requires grad (the loss is not differentiable in it): so do we, not silently."
     if t is not None and t.requires_grad and torch.is_grad_enabled():
@@ -163,8 +342,8 @@ def _not_differentiable(t, name, fn):
 def _check_weight(weight, C, like):
     if weight is None: return None
     _not_differentiable(weight, 'weight', 'cross_entropy')
-    if not isinstance(weight, Tensor) or not weight.is_floating_point():
-        raise TypeError(f"weight must be a floating-point tensor of length {C}, got {getattr(weight, 'dtype', type(weight).__name__)}")
+    if not weight.is_floating_point():
+        raise TypeError(f"weight must be a floating-point tensor of length {C}, got {weight.dtype}")
     if weight.shape != (C,):
         raise ValueError(f"weight must have shape ({C},), one entry per class, got {tuple(weight.shape)}")
     return weight.to(device=like.device, dtype=like.dtype).contiguous()
@@ -182,52 +361,132 @@ def _cross_entropy_probs(logits, target, weight, reduction, label_smoothing):
     n = logits.numel() // C if C else 0
     return -prod.sum() / n if n else prod.sum() * math.nan  # mean over batch elements; empty -> nan as torch
 
-def cross_entropy(logits: Tensor, target: Tensor, weight: Tensor = None, ignore_index: int = -100,
-                  reduction: str = 'mean', label_smoothing: float = 0.0) -> Tensor:
-    "Cross-entropy from logits with the semantics of `torch.nn.functional.cross_entropy`; fused kernels on CPU/CUDA."
-    _check_input(logits, 'logits')
+def _check_target_range(t, C, ignore_index):
+    "Eager-mode range check for the paths whose kernels do not check (CUDA: it costs a sync; the torch fallback)."
+    if torch.compiler.is_compiling() or t.device.type == 'meta' or not t.numel(): return
+    bad = (t != ignore_index) & ((t < 0) | (t >= C))
+    if bad.any():
+        raise IndexError(f"target {t[bad][0].item()} is out of bounds for {C} classes "
+                         f"(valid: 0..{C-1} or ignore_index={ignore_index})")
+
+def cross_entropy(input: Tensor, target: Tensor, weight: Tensor = None, size_average=None, ignore_index: int = -100,
+                  reduce=None, reduction: str = 'mean', label_smoothing: float = 0.0) -> Tensor:
+    """Cross-entropy from logits with the signature and semantics of `torch.nn.functional.cross_entropy`: class-index
+    targets (int64 or uint8) with classes on dim 1, or class probabilities; `weight`, `ignore_index`, `reduction`,
+    `label_smoothing`; the deprecated `size_average`/`reduce`. Fused kernels for float32/64 on CPU and CUDA.
+    Differs from torch: a `weight` in another dtype is converted, not refused.
+
+    >>> cross_entropy(torch.tensor([[0., 0.]]), torch.tensor([1]))   # log(2)
+    tensor(0.6931)
+    """
+    logits = input
+    if not isinstance(logits, Tensor): raise TypeError(f"input must be a torch.Tensor, got {type(logits).__name__}")
     if not isinstance(target, Tensor): raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
-    if reduction not in _REDUCTIONS: raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    _check_tensor_or_none(weight, 'weight')
+    if size_average is not None or reduce is not None:
+        reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)  # torch's rule, and its warning
+    if reduction not in _REDUCTIONS: raise ValueError(f"reduction must be one of {tuple(_REDUCTIONS)}, got {reduction!r}")
     if not 0.0 <= label_smoothing <= 1.0: raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-    if logits.dim() == 0: raise ValueError("logits must have at least 1 dimension (the classes), got a scalar")
-    C = logits.shape[1] if logits.dim() >= 2 else logits.shape[0]
-    weight = _check_weight(weight, C, logits)
+    if logits.dtype in _HALF: logits = _autocast(logits, 'cross_entropy')
+    _check_input(logits)
+    nd = logits.dim()
+    if nd == 0: raise ValueError("input must have at least 1 dimension (the classes), got a scalar")
+    C = logits.shape[1] if nd >= 2 else logits.shape[0]
     if target.is_floating_point():
         if target.shape != logits.shape:
             raise ValueError(f"probability targets must have the logits' shape {tuple(logits.shape)}, got {tuple(target.shape)}")
-        return _cross_entropy_probs(logits, target.to(logits.dtype), weight, reduction, label_smoothing)
-    if target.dtype != torch.int64:
-        raise TypeError(f"target must be int64 (torch.long) class indices or floating-point class probabilities, got {target.dtype}")
-    expected = tuple(logits.shape[:1] + logits.shape[2:]) if logits.dim() >= 2 else ()
+        dt = torch.promote_types(logits.dtype, target.dtype)                    # as torch: f32 logits, f64 probs -> f64
+        logits = logits.to(dt)
+        return _cross_entropy_probs(logits, target.to(dt), _check_weight(weight, C, logits), reduction, label_smoothing)
+    weight = _check_weight(weight, C, logits)
+    if target.dtype is not torch.int64:
+        if target.dtype is not torch.uint8:
+            raise TypeError(f"target must be int64 (torch.long) or uint8 class indices, or floating-point class "
+                            f"probabilities, got {target.dtype}")
+        target = target.long()
+    expected = tuple(logits.shape[:1] + logits.shape[2:]) if nd >= 2 else ()
     if tuple(target.shape) != expected:
-        raise ValueError(f"target shape {tuple(target.shape)} does not match logits {tuple(logits.shape)}: "
+        raise ValueError(f"target shape {tuple(target.shape)} does not match input {tuple(logits.shape)}: "
                          f"expected {expected} (classes on dim 1)")
-    if target.device != logits.device: raise ValueError(f"target is on {target.device} but logits are on {logits.device}")
-    x, _ = _to_rows(logits, 1 if logits.dim() >= 2 else 0)                                   # (R, C), classes last
+    if target.device != logits.device: raise ValueError(f"target is on {target.device} but input is on {logits.device}")
+    x, _ = _to_rows(logits, 1 if nd >= 2 else 0)                                           # (R, C), classes last
     t = target.reshape(-1).contiguous()                                                      # (R,)
-    valid = t != ignore_index
-    bad = valid & ((t < 0) | (t >= C))
-    if bad.any(): raise IndexError(f"target {t[bad][0].item()} is out of bounds for {C} classes (valid: 0..{C-1} or ignore_index={ignore_index})")
+    red = _REDUCTIONS[reduction]
     if _use_kernel(x) and x.numel():
-        rows = _CrossEntropyFn.apply(x, t, weight, ignore_index, float(label_smoothing))
-    else:
-        rows = _ce_rows_torch(_upcast(x), t, None if weight is None else _upcast(weight), ignore_index, label_smoothing).to(x.dtype)
-    if reduction == 'none': return rows.reshape(target.shape)
-    if reduction == 'sum': return rows.sum()
-    denom = valid.sum() if weight is None else (weight[torch.where(valid, t, 0)] * valid).sum()
-    return rows.sum() / denom
+        if x.is_cuda: _check_target_range(t, C, ignore_index)  # the CPU kernel checks (IndexError) by itself
+        if _plain_call(x): loss = _raw(_OPS.cross_entropy_fwd)(x, t, weight, ignore_index, float(label_smoothing), red)[0]
+        else: loss = _apply(_CrossEntropyFn, x, t, weight, ignore_index, float(label_smoothing), red)[0]
+        return loss.reshape(target.shape) if red == 0 else loss
+    _check_target_range(t, C, ignore_index)
+    xf = _upcast(x)
+    rows = _ce_rows_torch(xf, t, None if weight is None else _upcast(weight), ignore_index, label_smoothing)
+    loss = _reduce_rows(rows, red, _ce_denominator(t, weight, ignore_index, xf.dtype) if red == 2 else None)
+    return (loss.reshape(target.shape) if red == 0 else loss).to(x.dtype)
+
+# %% ../nbs/04_softmax.ipynb #fake0001
+# Fake kernels: output shapes and dtypes, computed without data. torch.compile traces the ops with them (inside
+# FakeTensorMode), and they are the ops' kernels for meta tensors. The real CPU/CUDA kernels never run while tracing.
+if _OPS is not None:
+    _fake = lambda name: torch.library.register_fake(f'tgb_softmax::{name}')
+
+    @_fake('softmax_fwd')
+    def _(x, log): return torch.empty_like(x)
+
+    @_fake('softmax_bwd')
+    def _(grad, y, log): return torch.empty_like(y)
+
+    @_fake('logsumexp_fwd')
+    def _(x): return x.new_empty(x.shape[:1])
+
+    @_fake('cross_entropy_fwd')
+    def _(x, target, weight, ignore_index, label_smoothing, reduction):
+        torch._check(target.shape == x.shape[:1], lambda: f"target {tuple(target.shape)} must have one entry per row of {tuple(x.shape)}")
+        return (x.new_empty(x.shape[:1] if reduction == 0 else ()), x.new_empty(x.shape[:1], dtype=torch.float64),
+                x.new_empty((), dtype=torch.float64))
+
+    @_fake('cross_entropy_bwd')
+    def _(grad, x, target, lse, denom, weight, ignore_index, label_smoothing, reduction): return torch.empty_like(x)
+
+    @_fake('bce_fwd')
+    def _(x, y, weight, pos_weight, reduction): return torch.empty_like(x) if reduction == 0 else x.new_empty(())
+
+    @_fake('bce_bwd')
+    def _(grad, x, y, weight, pos_weight): return torch.empty_like(x)
+
+    @_fake('linear_cross_entropy_fwd')
+    def _(hidden, weight, bias, target, ignore_index, label_smoothing, reduction):
+        N = hidden.shape[0]
+        return (hidden.new_empty((N,) if reduction == 0 else ()), hidden.new_empty((N,), dtype=torch.float64),
+                hidden.new_empty((), dtype=torch.float64))
+
+    @_fake('linear_cross_entropy_bwd')
+    def _(grad, hidden, weight, bias, target, lse, denom, ignore_index, label_smoothing, reduction):
+        return torch.empty_like(hidden), torch.empty_like(weight), weight.new_empty(weight.shape[:1])
 
 # %% ../nbs/04_softmax.ipynb #67c7d467
-_BCE_REDUCTION = {'none': 0, 'sum': 1, 'mean': 2}
-
 def _bce_torch(logits, target, weight, pos_weight, reduction):
-    "The same loss in differentiable torch ops: the fallback path, and the formula for higher derivatives."
+    "The same loss in differentiable torch ops: the fallback path, and the reference the kernel is tested against."
     log_sig = -((-logits).clamp(min=0) + torch.log1p(torch.exp(-logits.abs())))   # log(sigmoid(x)), stable
     coef = 1 + (pos_weight - 1) * target if pos_weight is not None else 1
     loss = (1 - target) * logits - coef * log_sig
     if weight is not None: loss = loss * weight
     if reduction == 'none': return loss
     return loss.sum() if reduction == 'sum' else loss.mean()
+
+def _bce_grads_torch(g, x, y, w, pw, reduction, need_x=True, need_y=False):
+    """d loss / d logits and d loss / d target times the upstream gradient, in differentiable torch ops (the double
+    backward and forward-mode formulas). `w`, `pw` as `_bce_operand_torch` shapes them; `g` is () or like x.
+        d/dx = w (c sigmoid(x) - pw y),  d/dy = -w (x + (pw - 1) log sigmoid(x)),  c = 1 + (pw - 1) y"""
+    if reduction == 'mean': g = g / x.numel()
+    p = pw if pw is not None else 1
+    gx = gy = None
+    if need_x:
+        gx = (1 + (p - 1) * y) * torch.sigmoid(x) - p * y
+        gx = g * (gx * w if w is not None else gx)
+    if need_y:
+        gy = -(x + (p - 1) * torch.nn.functional.logsigmoid(x))
+        gy = g * (gy * w if w is not None else gy)
+    return gx, gy
 
 def _bce_operand(t, x):
     "weight/pos_weight for the kernel: (C,) when `t` holds one value per column of the last dim, else one per element."
@@ -239,50 +498,102 @@ def _bce_operand(t, x):
     return t.expand(x.shape).contiguous()                                             # like x
 
 def _bce_operand_torch(t, x):
-    "Undo `_bce_operand` for the torch formula: (C,) broadcasts along the last dim, a full one takes x's shape."
+    "Undo `_bce_operand` for the torch formulas: (C,) broadcasts along the last dim, a full one takes x's shape."
     if t is None: return None
-    return t.reshape(x.shape) if t.numel() == x.numel() and x.dim() else t
+    return t.reshape(x.shape) if t.numel() == x.numel() else (t.reshape(()) if x.dim() == 0 else t)
 
 class _BCEFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, y, w, pw, reduction: str):
+    def forward(x, y, w, pw, reduction: str):
+        return _OPS.bce_fwd(x, y, w, pw, _REDUCTIONS[reduction])
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, y, w, pw, ctx.reduction = inputs
         ctx.save_for_backward(x, y, w, pw)
-        ctx.reduction = reduction
-        return _ops().bce_fwd(x, y, w, pw, _BCE_REDUCTION[reduction])
+        ctx.save_for_forward(x, y, w, pw)
 
     @staticmethod
     def backward(ctx, g):
         x, y, w, pw = ctx.saved_tensors
-        if torch.is_grad_enabled() or ctx.needs_input_grad[1]:  # higher derivatives, or d/d target: the torch formula
-            with torch.enable_grad():
-                xs = x if x.requires_grad else x.detach().requires_grad_()
-                ys = y if y.requires_grad else y.detach().requires_grad_()
-                loss = _bce_torch(xs, ys, _bce_operand_torch(w, x), _bce_operand_torch(pw, x), ctx.reduction)
-                gx, gy = torch.autograd.grad(loss, (xs, ys), g, create_graph=torch.is_grad_enabled())
+        need_y = ctx.needs_input_grad[1]
+        if torch.is_grad_enabled() or need_y:  # higher derivatives, or d/d target: the torch formulas
+            gx, gy = _bce_grads_torch(g, x, y, _bce_operand_torch(w, x), _bce_operand_torch(pw, x), ctx.reduction,
+                                      ctx.needs_input_grad[0], need_y)
             return gx, gy, None, None, None
         gs = g / x.numel() if ctx.reduction == 'mean' else g                          # () or like x
-        return _ops().bce_bwd(gs.contiguous(), x, y, w, pw), None, None, None, None
+        return _OPS.bce_bwd(gs.contiguous(), x, y, w, pw), None, None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, x, y, w, pw, reduction):
+        "Under vmap: the torch formula on (B, ...) tensors, then a reduction per batch entry."
+        B = info.batch_size
+        xb, yb = (t.movedim(d, 0) if d is not None else t.expand(B, *t.shape) for t, d in zip((x, y), in_dims))
+        sample = x if in_dims[0] is None else xb[0]                                 # one entry's logits
+        loss = _bce_torch(xb, yb, *(_batched_operand(t, d, sample, B) for t, d in zip((w, pw), in_dims[2:4])), 'none')
+        if reduction == 'none': return loss, 0                                      # (B, ...)
+        flat = loss.reshape(B, -1)
+        return (flat.sum(1) if reduction == 'sum' else flat.mean(1)), 0
+
+def _batched_operand(t, d, x, B):
+    "A kernel-shaped weight ((C,) or like `x`) as a tensor that broadcasts against the batched logits (B, *x.shape)."
+    if t is None: return None
+    if d is None: return _bce_operand_torch(t, x)
+    t = t.movedim(d, 0)                                                             # (B, C) or (B, *x.shape)
+    if t[0].numel() == x.numel(): return t.reshape(B, *x.shape)
+    return t.reshape((B,) + (1,) * (x.dim() - 1) + t.shape[1:])                     # per column of the last dim
+
+class _BCEFnJvp(_BCEFn):
+    @staticmethod
+    def jvp(ctx, dx, dy, *_):
+        x, y, w, pw = ctx.saved_tensors
+        one = torch.ones((), dtype=x.dtype, device=x.device)
+        gx, gy = _bce_grads_torch(one, x, y, _bce_operand_torch(w, x), _bce_operand_torch(pw, x), 'none',
+                                  dx is not None, dy is not None)
+        d = (gx * dx if dx is not None else 0) + (gy * dy if dy is not None else 0)
+        if ctx.reduction == 'none': return d
+        return d.sum() if ctx.reduction == 'sum' else d.mean()
+
+_BCEFn.with_jvp = _BCEFnJvp
 
 # %% ../nbs/04_softmax.ipynb #c290b27b
-def binary_cross_entropy_with_logits(logits: Tensor, target: Tensor, weight: Tensor = None, pos_weight: Tensor = None,
-                                     reduction: str = 'mean') -> Tensor:
-    "Sigmoid + binary cross-entropy in one stable formula, like `torch.nn.functional.binary_cross_entropy_with_logits`."
-    _check_input(logits, 'logits')
+def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tensor = None, size_average=None,
+                                     reduce=None, reduction: str = 'mean', pos_weight: Tensor = None) -> Tensor:
+    """Sigmoid + binary cross-entropy in one stable formula, with the signature of
+    `torch.nn.functional.binary_cross_entropy_with_logits`. Fused C++ kernel for float32/64 on CPU. The result has
+    the target's dtype, as torch's. Differs from torch: `weight`/`pos_weight` may not broadcast the loss to a shape
+    larger than `input` (torch's in-place formula refuses that too, with a less clear message).
+
+    >>> binary_cross_entropy_with_logits(torch.tensor([0.]), torch.tensor([1.]))   # log(2)
+    tensor(0.6931)
+    """
+    logits = input
+    if not isinstance(logits, Tensor): raise TypeError(f"input must be a torch.Tensor, got {type(logits).__name__}")
     if not isinstance(target, Tensor): raise TypeError(f"target must be a torch.Tensor, got {type(target).__name__}")
-    if reduction not in _REDUCTIONS: raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    _check_tensor_or_none(weight, 'weight'); _check_tensor_or_none(pos_weight, 'pos_weight')
+    if size_average is not None or reduce is not None:
+        reduction = torch.nn._reduction.legacy_get_string(size_average, reduce)
+    if reduction not in _REDUCTIONS: raise ValueError(f"reduction must be one of {tuple(_REDUCTIONS)}, got {reduction!r}")
     if target.shape != logits.shape:
-        raise ValueError(f"target shape {tuple(target.shape)} must equal logits shape {tuple(logits.shape)}")
-    target = target.to(logits.dtype)
+        raise ValueError(f"target shape {tuple(target.shape)} must equal input shape {tuple(logits.shape)}")
+    if logits.dtype in _HALF or target.dtype in _HALF:
+        logits, target = _autocast(logits, 'bce'), (_autocast(target, 'bce') if target.is_floating_point() else target)
+    _check_input(logits)
+    out_dtype = target.dtype if target.is_floating_point() else logits.dtype          # torch's result: target's dtype
+    dt = torch.promote_types(logits.dtype, out_dtype)
+    logits, target = logits.to(dt), target.to(dt)
     for name, t in (('weight', weight), ('pos_weight', pos_weight)):
         if t is not None and (t.dim() > logits.dim() or any(a not in (1, b) for a, b in zip(t.shape[::-1], logits.shape[::-1]))):
-            raise ValueError(f"{name} of shape {tuple(t.shape)} does not broadcast to logits {tuple(logits.shape)}")
+            raise ValueError(f"{name} of shape {tuple(t.shape)} does not broadcast to input {tuple(logits.shape)}")
         _not_differentiable(t, name, 'binary_cross_entropy_with_logits')
-    if _use_kernel(logits) and logits.device.type == 'cpu' and logits.numel():
-        return _BCEFn.apply(logits.contiguous(), target.contiguous(), _bce_operand(weight, logits),
-                            _bce_operand(pos_weight, logits), reduction)
+    if _use_kernel(logits) and logits.device.type in ('cpu', 'meta') and logits.numel():
+        args = (logits.contiguous(), target.contiguous(), _bce_operand(weight, logits), _bce_operand(pos_weight, logits))
+        if _plain_call(logits, target): loss = _raw(_OPS.bce_fwd)(*args, _REDUCTIONS[reduction])
+        else: loss = _apply(_BCEFn, *args, reduction)
+        return loss.to(out_dtype)
     xf = _upcast(logits)
     cast = lambda t: None if t is None else t.to(xf.dtype)
-    return _bce_torch(xf, target.to(xf.dtype), cast(weight), cast(pos_weight), reduction).to(logits.dtype)
+    return _bce_torch(xf, target.to(xf.dtype), cast(weight), cast(pos_weight), reduction).to(out_dtype)
 
 # %% ../nbs/04_softmax.ipynb #fe98c795
 def _check_logits_labels(logits, labels):
@@ -355,16 +666,25 @@ class TemperatureScaler(torch.nn.Module):
         return self
 
 # %% ../nbs/04_softmax.ipynb #41e952ad
-def _calibration_bins(logits_or_probs, labels, n_bins):
+def _looks_like_probs(x: Tensor, dtype: torch.dtype) -> bool:
+    "Every entry in [0, 1] and every row summing to 1, within the rounding of `dtype` (bfloat16 rows are off by ~1e-2)."
+    tol = max(1e-4, 4 * x.shape[-1] * torch.finfo(dtype).eps)
+    return bool(((x >= 0) & (x <= 1)).all()) and bool(((x.sum(-1) - 1).abs() <= tol).all())
+
+def _calibration_bins(logits_or_probs, labels, n_bins, from_logits=None):
     "Per-bin (count, sum of correct, sum of confidence) over equal-width confidence bins on (0, 1]."
+    if from_logits not in (None, True, False):
+        raise TypeError(f"from_logits must be True, False or None (guess), got {from_logits!r}")
     if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
         raise ValueError(f"n_bins must be an int >= 1, got {n_bins!r}")
     scores, labels = _check_logits_labels(logits_or_probs, labels)
     x = scores.detach().to(torch.float64)
     if not torch.isfinite(x).all():
         raise ValueError("logits_or_probs contain NaN or inf")
-    is_probs = bool(((x >= 0) & (x <= 1)).all()) and bool(((x.sum(-1) - 1).abs() <= 1e-4).all())
-    p = x if is_probs else softmax(x, dim=-1)  # (N, C)
+    if from_logits is None: from_logits = not _looks_like_probs(x, scores.dtype)
+    elif not from_logits and not bool(((x >= 0) & (x <= 1)).all()):
+        raise ValueError("from_logits=False but logits_or_probs has entries outside [0, 1]: pass from_logits=True for logits")
+    p = softmax(x, dim=-1) if from_logits else x  # (N, C)
     conf, pred = p.max(dim=-1)                 # (N,), (N,)
     correct = (pred == labels).to(torch.float64)
     # bin m is (m/M, (m+1)/M]: searchsorted(..., right=False) returns i with edges[i-1] < conf <= edges[i]
@@ -378,22 +698,23 @@ def _calibration_bins(logits_or_probs, labels, n_bins):
 def _ece_from_bins(count, acc_sum, conf_sum) -> float:
     return ((acc_sum - conf_sum).abs().sum() / count.sum()).item()  # sum_m |B_m|/N * |acc_m - conf_m|
 
-def ece(logits_or_probs, labels, n_bins: int = 15) -> float:
+def ece(logits_or_probs, labels, n_bins: int = 15, from_logits: bool = None) -> float:
     """Expected calibration error (Guo et al. 2017), with `n_bins` equal-width confidence bins on (0, 1].
 
-    `logits_or_probs` (N, C) is taken as probabilities when every entry is in [0, 1] and every row
-    sums to 1 (within 1e-4), otherwise as logits (softmax is applied). `labels` (N,) are class indices.
+    `from_logits=True`: `logits_or_probs` (N, C) are logits (softmax is applied); `False`: they are probabilities.
+    The default, `None`, guesses: probabilities when every entry is in [0, 1] and every row sums to 1 (within
+    the rounding of their dtype), logits otherwise. Say which when you know. `labels` (N,) are class indices.
 
     >>> round(ece(torch.tensor([[0.95, 0.05], [0.25, 0.75]]), torch.tensor([0, 0]), n_bins=10), 6)  # |1-.95|/2 + |0-.75|/2
     0.4
     """
-    return _ece_from_bins(*_calibration_bins(logits_or_probs, labels, n_bins))
+    return _ece_from_bins(*_calibration_bins(logits_or_probs, labels, n_bins, from_logits))
 
 # %% ../nbs/04_softmax.ipynb #cb0811e5
-def reliability_diagram(logits_or_probs, labels, n_bins: int = 15, ax=None, title=None):
-    "Bar chart of accuracy per confidence bin against the diagonal, with the calibration gap shaded. Returns the Axes."
+def reliability_diagram(logits_or_probs, labels, n_bins: int = 15, ax=None, title=None, from_logits: bool = None):
+    "Bar chart of accuracy per confidence bin against the diagonal, the gap shaded; `from_logits` as in `ece`. Returns the Axes."
     import matplotlib.pyplot as plt  # lazy: importing the module should not require a plotting backend
-    count, acc_sum, conf_sum = _calibration_bins(logits_or_probs, labels, n_bins)
+    count, acc_sum, conf_sum = _calibration_bins(logits_or_probs, labels, n_bins, from_logits)
     nonempty = count > 0
     acc = torch.where(nonempty, acc_sum / count.clamp(min=1), torch.zeros_like(count)).cpu().numpy()
     conf = torch.where(nonempty, conf_sum / count.clamp(min=1), torch.zeros_like(count)).cpu().numpy()
@@ -411,6 +732,137 @@ def reliability_diagram(logits_or_probs, labels, n_bins: int = 15, ax=None, titl
     ax.set_title(f"{title + ': ' if title else ''}ECE = {100 * err:.2f}%")
     ax.legend(loc='upper left', fontsize=8)
     return ax
+
+# %% ../nbs/04_softmax.ipynb #lce0002
+_LCE_ROWS, _LCE_VOCAB = 1024, 4096   # the tile, as in the C++ kernel: 16 MiB of float32 logits at a time
+
+def _lse_parts(lse: Tensor, dtype):
+    "A float64 logsumexp as hi + lo in `dtype`: (z - hi) - lo keeps float64's precision in float32 arithmetic."
+    hi = lse.to(dtype)
+    return hi, (lse - hi.double()).to(dtype)
+
+def _linear_ce_fwd_torch(h, w, b, t, ignore_index: int, eps: float, reduction: int):
+    """The tiled forward in torch ops: the reference the C++ kernel is tested against, and the CUDA path (each tile is
+    one cuBLAS matmul). Returns (loss, lse, denom) like the op."""
+    N, V = h.shape[0], w.shape[0]
+    f64 = dict(dtype=torch.float64, device=h.device)
+    lse, x_t, x_sum = torch.full((N,), -math.inf, **f64), torch.zeros(N, **f64), torch.zeros(N, **f64)
+    for r0 in range(0, N, _LCE_ROWS):
+        r1 = min(N, r0 + _LCE_ROWS)
+        for v0 in range(0, V, _LCE_VOCAB):
+            v1 = min(V, v0 + _LCE_VOCAB)
+            z = torch.nn.functional.linear(h[r0:r1], w[v0:v1], None if b is None else b[v0:v1])   # (rows, vc) tile
+            lse[r0:r1] = torch.logaddexp(lse[r0:r1], torch.logsumexp(z, 1).double())         # online logsumexp
+            tr = t[r0:r1]
+            inside = (tr >= v0) & (tr < v1)
+            zt = z.gather(1, (tr - v0).clamp(0, v1 - v0 - 1).unsqueeze(1)).squeeze(1).double()
+            x_t[r0:r1] += torch.where(inside, zt, torch.zeros_like(zt))
+            if eps > 0: x_sum[r0:r1] += z.sum(1, dtype=torch.float64)
+    valid = t != ignore_index
+    rows = (1 - eps) * (lse - x_t) + (eps * (lse - x_sum / V) if eps > 0 else 0)
+    rows = torch.where(valid, rows, torch.zeros_like(rows)).to(h.dtype)
+    denom = valid.sum().double()
+    return _reduce_rows(rows, reduction, denom), torch.where(valid, lse, torch.zeros_like(lse)), denom
+
+def _linear_ce_bwd_torch(g, h, w, b, t, lse, denom, ignore_index: int, eps: float, reduction: int):
+    "The tiled backward in torch ops: recompute each tile of logits, turn it into d loss / d logits, accumulate."
+    N, V = h.shape[0], w.shape[0]
+    valid = t != ignore_index
+    g_rows = (g if reduction == 0 else (g / denom.to(g.dtype) if reduction == 2 else g).expand(N)) * valid  # (N,)
+    gh, gw, gb = torch.zeros_like(h), torch.zeros_like(w), torch.zeros(V, dtype=w.dtype, device=w.device)
+    hi, lo = _lse_parts(lse, h.dtype)
+    for r0 in range(0, N, _LCE_ROWS):
+        r1 = min(N, r0 + _LCE_ROWS)
+        gr, tr = g_rows[r0:r1].unsqueeze(1), t[r0:r1]
+        for v0 in range(0, V, _LCE_VOCAB):
+            v1 = min(V, v0 + _LCE_VOCAB)
+            z = torch.nn.functional.linear(h[r0:r1], w[v0:v1], None if b is None else b[v0:v1])  # (rows, vc)
+            gz = z.sub_(hi[r0:r1, None]).sub_(lo[r0:r1, None]).exp_().sub_(eps / V).mul_(gr)    # in place
+            inside = (tr >= v0) & (tr < v1)
+            idx = (tr - v0).clamp(0, v1 - v0 - 1).unsqueeze(1)
+            gz.scatter_add_(1, idx, -(1 - eps) * gr * inside.unsqueeze(1).to(gz.dtype))
+            gh[r0:r1].addmm_(gz, w[v0:v1])                                                      # (rows, d)
+            gw[v0:v1].addmm_(gz.t(), h[r0:r1])                                                  # (vc, d)
+            gb[v0:v1] += gz.sum(0)
+    return gh, gw, gb
+
+def _linear_ce_op(name: str, device_type: str):
+    "The C++ op on CPU (and meta: its fake kernel), the tiled torch version elsewhere (CUDA: tiled cuBLAS)."
+    if device_type in ('cpu', 'meta'): return getattr(_OPS, f'linear_cross_entropy_{name}')
+    return _linear_ce_fwd_torch if name == 'fwd' else _linear_ce_bwd_torch
+
+class _LinearCrossEntropyFn(torch.autograd.Function):
+    "cross_entropy(hidden @ weight.T + bias, target) for (N, d) hidden and (V, d) weight, tile by tile."
+    @staticmethod
+    def forward(h, w, b, t, ignore_index: int, label_smoothing: float, reduction: int):
+        return _linear_ce_op('fwd', h.device.type)(h, w, b, t, ignore_index, label_smoothing, reduction)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        h, w, b, t, ctx.ignore_index, ctx.label_smoothing, ctx.reduction = inputs
+        _, lse, denom = output
+        ctx.mark_non_differentiable(lse, denom)
+        ctx.save_for_backward(h, w, b, t, lse, denom)
+
+    @staticmethod
+    def backward(ctx, g, _g_lse, _g_denom):
+        h, w, b, t, lse, denom = ctx.saved_tensors
+        ii, eps, red = ctx.ignore_index, ctx.label_smoothing, ctx.reduction
+        if torch.is_grad_enabled():  # differentiating the gradient: the unfused formula (it builds the logits)
+            z = torch.nn.functional.linear(h, w, b)                                           # (N, V)
+            g_rows = g if red == 0 else (g / denom.to(g.dtype) if red == 2 else g).expand(h.shape[0])
+            gz = _ce_grad_torch(g_rows, z, t, None, ii, eps)
+            gh, gw, gb = gz @ w, gz.t() @ h, gz.sum(0)
+        else:
+            gh, gw, gb = _linear_ce_op('bwd', h.device.type)(g.contiguous(), h, w, b, t, lse, denom, ii, eps, red)
+        return gh, gw, (gb if b is not None else None), None, None, None, None
+
+# %% ../nbs/04_softmax.ipynb #lce0003
+def linear_cross_entropy(hidden: Tensor, weight: Tensor, target: Tensor, bias: Tensor = None, *,
+                         ignore_index: int = -100, reduction: str = 'mean', label_smoothing: float = 0.0) -> Tensor:
+    """`F.cross_entropy(hidden @ weight.T + bias, target, ...)` without materialising the logits: the (N, V) matrix is
+    produced one (1024 x 4096) tile at a time, folded into an online logsumexp and dropped; the backward recomputes
+    the tiles. `hidden` (..., d), `weight` (V, d) (an `nn.Linear`'s or a tied embedding's), `target` (...) int64 or
+    uint8, `bias` (V,). C++ on CPU, tiled matmuls in torch ops elsewhere (cuBLAS on CUDA).
+    Differs from `F.cross_entropy`: no class `weight`, no probability targets.
+
+    >>> h, W = torch.randn(8, 16), torch.randn(100, 16)
+    >>> t = torch.randint(0, 100, (8,))
+    >>> torch.allclose(linear_cross_entropy(h, W, t), F.cross_entropy(h @ W.T, t), atol=1e-5)
+    True
+    """
+    for name, v in (('hidden', hidden), ('weight', weight), ('target', target)):
+        if not isinstance(v, Tensor): raise TypeError(f"{name} must be a torch.Tensor, got {type(v).__name__}")
+    _check_tensor_or_none(bias, 'bias')
+    if reduction not in _REDUCTIONS: raise ValueError(f"reduction must be one of {tuple(_REDUCTIONS)}, got {reduction!r}")
+    if not 0.0 <= label_smoothing <= 1.0: raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+    _check_input(hidden, 'hidden'); _check_input(weight, 'weight')
+    if hidden.dim() < 1 or weight.dim() != 2 or hidden.shape[-1] != weight.shape[1]:
+        raise ValueError(f"hidden (..., d) and weight (V, d) must share d, got {tuple(hidden.shape)} and {tuple(weight.shape)}")
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(f"bias must have shape ({weight.shape[0]},), one entry per class, got {tuple(bias.shape)}")
+    if target.dtype is torch.uint8: target = target.long()
+    if target.dtype is not torch.int64: raise TypeError(f"target must be int64 or uint8 class indices, got {target.dtype}")
+    if tuple(target.shape) != tuple(hidden.shape[:-1]):
+        raise ValueError(f"target shape {tuple(target.shape)} must be hidden's without d: {tuple(hidden.shape[:-1])}")
+    red = _REDUCTIONS[reduction]
+    if hidden.device.type in _AUTOCAST_FP32 and torch.is_autocast_enabled(hidden.device.type):  # as torch: 16-bit matmul, float32 loss
+        z = torch.nn.functional.linear(hidden, weight, bias)
+        return cross_entropy(z.reshape(-1, z.shape[-1]), target.reshape(-1), ignore_index=ignore_index,
+                             reduction=reduction, label_smoothing=label_smoothing).reshape(target.shape if red == 0 else ())
+    dt = torch.promote_types(hidden.dtype, weight.dtype)
+    h = hidden.reshape(-1, hidden.shape[-1]).to(dt).contiguous()                                # (N, d)
+    w, b = weight.to(dt).contiguous(), None if bias is None else bias.to(dt).contiguous()        # (V, d), (V,)
+    t = target.reshape(-1).contiguous()                                                         # (N,)
+    if not _use_kernel(h) or h.device != w.device or not h.shape[0] or not w.shape[0]:
+        z = torch.nn.functional.linear(h, w, b)                                                 # the unfused path
+        loss = cross_entropy(z, t, ignore_index=ignore_index, reduction=reduction, label_smoothing=label_smoothing)
+        return loss.reshape(target.shape) if red == 0 else loss
+    if h.is_cuda: _check_target_range(t, w.shape[0], ignore_index)
+    args = (h, w, b, t, ignore_index, float(label_smoothing), red)
+    if _plain_call(h, w, b): loss = _linear_ce_op('fwd', h.device.type)(*args)[0]
+    else: loss = _LinearCrossEntropyFn.apply(*args)[0]
+    return loss.reshape(target.shape) if red == 0 else loss
 
 # %% ../nbs/04_softmax.ipynb #c7c1ad6c
 from .bench import Case, benchmark
@@ -463,9 +915,28 @@ def _bce_bench_cases(R: int, C: int):
              fwd_bwd(F.binary_cross_entropy_with_logits, pos_weight=pw), ref),
     ]
 
+def _linear_ce_bench_cases(device: str, N: int, d: int, V: int):
+    "linear_cross_entropy against the unfused path a user would write, F.cross_entropy(F.linear(h, W), t)."
+    import torch.nn.functional as F
+    g = torch.Generator().manual_seed(0)
+    h = (torch.randn(N, d, generator=g) * 0.5).to(device).requires_grad_()      # (N, d) hidden states
+    W = (torch.randn(V, d, generator=g) * 0.05).to(device).requires_grad_()     # (V, d) output embedding
+    t = torch.randint(0, V, (N,), generator=g).to(device)                       # (N,) next tokens
+    def fwd_bwd(loss_fn):
+        def step():
+            h.grad = W.grad = None
+            loss_fn().backward()
+        return step
+    fused, unfused = (lambda: linear_cross_entropy(h, W, t)), (lambda: F.cross_entropy(F.linear(h, W), t))
+    shape, ref, cuda = f"({N}, {d}) x ({V}, {d}) f32 {device}", 'F.linear + F.cross_entropy', device == 'cuda'
+    return [Case(f"linear_cross_entropy fwd+bwd {shape}", fwd_bwd(fused), fwd_bwd(unfused), ref, cuda),
+            Case(f"linear_cross_entropy fwd {shape}", lambda: fused().detach(), lambda: unfused().detach(), ref, cuda)]
+
 @benchmark('softmax')
 def softmax_benchmarks(quick: bool = False):
     "Cases for `python -m tinygrad_book.bench softmax`: CPU always, CUDA where available."
     R, C = (256, 4096) if quick else (4096, 32768)
-    cases = [c for d in ['cpu'] + (['cuda'] if torch.cuda.is_available() else []) for c in _bench_cases(d, R, C)]
-    return cases + _bce_bench_cases(*((256, 1024) if quick else (4096, 8192)))
+    devices = ['cpu'] + (['cuda'] if torch.cuda.is_available() else [])
+    cases = [c for d in devices for c in _bench_cases(d, R, C)]
+    cases += _bce_bench_cases(*((256, 1024) if quick else (4096, 8192)))
+    return cases + [c for d in devices for c in _linear_ce_bench_cases(d, *((256, 64, 4096) if quick else (1024, 512, 16384)))]

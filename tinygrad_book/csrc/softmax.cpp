@@ -100,7 +100,10 @@ static double row_dot(const T* x, const T* w, int64_t n, T shift) {
   return acc;
 }
 
-static int num_threads() { return std::max(1, at::get_num_threads()); }
+// Threads for a kernel over `work` elements: one below PAR_MIN. Waking the OpenMP team costs microseconds, more than
+// a classifier-sized softmax ((64, 10): 640 elements) takes on one core.
+constexpr int64_t PAR_MIN = 1 << 15;
+static int num_threads(int64_t work) { return work < PAR_MIN ? 1 : std::max(1, at::get_num_threads()); }
 
 static void check_matrix(const at::Tensor& x, const char* name) {
   TORCH_CHECK(x.dim() == 2, name, " must be a 2-D (rows, cols) tensor, got ", x.dim(), " dims");
@@ -127,7 +130,7 @@ static void softmax_row(const T* x, T* y, int64_t n, std::vector<T>& chunk_max) 
 
 template <typename T>
 void softmax_fwd_kernel(const T* X, T* Y, int64_t rows, int64_t cols, bool log) {
-#pragma omp parallel num_threads(num_threads())
+#pragma omp parallel num_threads(num_threads(rows * cols))
   {
     std::vector<T> chunk_max;
 #pragma omp for schedule(static)
@@ -148,7 +151,7 @@ void softmax_fwd_kernel(const T* X, T* Y, int64_t rows, int64_t cols, bool log) 
 // Backward of y = log_softmax(x):  dx = g - exp(y) * sum(g)
 template <typename T>
 void softmax_bwd_kernel(const T* G, const T* Y, T* GX, int64_t rows, int64_t cols, bool log) {
-#pragma omp parallel for schedule(static) num_threads(num_threads())
+#pragma omp parallel for schedule(static) num_threads(num_threads(rows * cols))
   for (int64_t i = 0; i < rows; ++i) {
     const T* g = G + i * cols;
     const T* yr = Y + i * cols;
@@ -167,19 +170,27 @@ void softmax_bwd_kernel(const T* G, const T* Y, T* GX, int64_t rows, int64_t col
 
 template <typename T>
 void logsumexp_kernel(const T* X, T* O, int64_t rows, int64_t cols) {
-#pragma omp parallel for schedule(static) num_threads(num_threads())
+#pragma omp parallel for schedule(static) num_threads(num_threads(rows * cols))
   for (int64_t i = 0; i < rows; ++i) O[i] = T(row_lse(row_stats(X + i * cols, cols)));
 }
 
-// Per-row cross-entropy (0 for ignored rows) and the row's logsumexp in float64 (kept for the backward).
+// Cross-entropy of each row (0 for ignored rows), written to L when it is not null, and the row's logsumexp in float64
+// (kept for the backward). Returns {sum of the losses, sum of w[t] over the rows not ignored}: a 'sum' or 'mean'
+// reduction needs no pass of its own, and no (rows,) tensor at all.
 //   loss_i = (1 - eps) * w[t] * (lse - x[t]) + eps / C * sum_j w[j] * (lse - x[j])
 template <typename T>
-void cross_entropy_fwd_kernel(const T* X, const int64_t* Tg, const T* Wt, double W, T* L, double* LSE, int64_t rows,
-                              int64_t C, int64_t ignore_index, double eps) {
-#pragma omp parallel for schedule(static) num_threads(num_threads())
+std::pair<double, double> cross_entropy_fwd_kernel(const T* X, const int64_t* Tg, const T* Wt, double W, T* L,
+                                                   double* LSE, int64_t rows, int64_t C, int64_t ignore_index,
+                                                   double eps) {
+  double total = 0.0, denom = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total, denom) num_threads(num_threads(rows * C))
   for (int64_t i = 0; i < rows; ++i) {
     const int64_t t = Tg[i];
-    if (t == ignore_index) { L[i] = 0; LSE[i] = 0; continue; }
+    if (t == ignore_index) {
+      if (L) L[i] = 0;
+      LSE[i] = 0;
+      continue;
+    }
     const T* xr = X + i * C;
     const auto st = row_stats(xr, C);
     const double m = double(st.max), log_s = std::log(st.sum);
@@ -189,21 +200,26 @@ void cross_entropy_fwd_kernel(const T* X, const int64_t* Tg, const T* Wt, double
     double l = (1.0 - eps) * wt * ((m - double(xr[t])) + log_s);
     // sum_j w[j] (lse - x[j]) = W log(s) - sum_j w[j] (x[j] - m)
     if (eps > 0) l += eps / double(C) * (W * log_s - row_dot(xr, Wt, C, st.max));
-    L[i] = T(l);
+    if (L) L[i] = T(l);
+    total += double(T(l));  // rounded to T first, so 'sum' equals the sum of the 'none' losses
+    denom += wt;
   }
+  return {total, denom};
 }
 
 // d loss_i / d x_ik = g_i * [ (1-eps) w[t] (p_ik - [k==t]) + eps/C (W p_ik - w[k]) ],  p = softmax(x_i)
+// G holds one upstream gradient per row (g_stride 1), or one for all rows (g_stride 0, 'sum'/'mean'), times `scale`.
 template <typename T>
-void cross_entropy_bwd_kernel(const T* G, const T* X, const int64_t* Tg, const double* LSE, const T* Wt, double W,
-                              T* GX, int64_t rows, int64_t C, int64_t ignore_index, double eps) {
-#pragma omp parallel for schedule(static) num_threads(num_threads())
+void cross_entropy_bwd_kernel(const T* G, int64_t g_stride, double scale, const T* X, const int64_t* Tg,
+                              const double* LSE, const T* Wt, double W, T* GX, int64_t rows, int64_t C,
+                              int64_t ignore_index, double eps) {
+#pragma omp parallel for schedule(static) num_threads(num_threads(rows * C))
   for (int64_t i = 0; i < rows; ++i) {
     T* o = GX + i * C;
     const int64_t t = Tg[i];
     if (t == ignore_index) { std::fill(o, o + C, T(0)); continue; }
     const T* xr = X + i * C;
-    const double gi = double(G[i]), wt = Wt ? double(Wt[t]) : 1.0;
+    const double gi = double(G[i * g_stride]) * scale, wt = Wt ? double(Wt[t]) : 1.0;
     const T a = T(gi * ((1.0 - eps) * wt + eps / double(C) * W));  // coefficient of p_ik
     const T c = T(gi * eps / double(C));                           // coefficient of w[k]
     // lse split into hi + lo so that (x - hi) - lo keeps float64's precision in float32 arithmetic
@@ -254,52 +270,77 @@ at::Tensor logsumexp_fwd_cpu(const at::Tensor& x) {
 }
 
 // Validates class-index targets and the optional class weights; returns sum(weight) (C without weights).
+// The index range is checked here, before any thread starts, so a bad index never reaches a kernel: an IndexError in
+// Python, as torch's own CPU kernel raises (and the same check runs inside torch.compile'd code, where Python-side
+// `if bad.any()` would break the graph).
 static double check_targets(const at::Tensor& x, const at::Tensor& target, const std::optional<at::Tensor>& weight,
-                            int64_t ignore_index, double eps) {
+                            int64_t ignore_index, double eps, bool check_range) {
   check_matrix(x, "logits");
   TORCH_CHECK(target.scalar_type() == at::kLong, "target must be int64 class indices, got ", target.scalar_type());
   TORCH_CHECK(target.dim() == 1 && target.size(0) == x.size(0) && target.is_contiguous(),
               "target must be a contiguous 1-D tensor with one class index per row of logits");
   const int64_t C = x.size(1);
   const int64_t* t = target.const_data_ptr<int64_t>();
-  for (int64_t i = 0; i < target.size(0); ++i)  // checked before any thread starts: a bad index never reaches a kernel
-    TORCH_CHECK(t[i] == ignore_index || (t[i] >= 0 && t[i] < C), "target ", t[i], " is out of bounds for ", C,
-                " classes");
+  if (check_range)
+    for (int64_t i = 0; i < target.size(0); ++i)
+      TORCH_CHECK_INDEX(t[i] == ignore_index || (t[i] >= 0 && t[i] < C), "target ", t[i], " is out of bounds for ",
+                        C, " classes (valid: 0..", C - 1, " or ignore_index=", ignore_index, ")");
   if (!weight.has_value()) return double(C);
   const auto& w = *weight;
   TORCH_CHECK(w.dim() == 1 && w.size(0) == C && w.is_contiguous() && w.scalar_type() == x.scalar_type(),
               "weight must be a contiguous 1-D tensor of length ", C, " and the logits' dtype");
-  return eps > 0 ? w.sum().item<double>() : 0.0;  // sum(weight) is needed only with label smoothing
-}
-
-std::tuple<at::Tensor, at::Tensor> cross_entropy_fwd_cpu(const at::Tensor& x, const at::Tensor& target,
-                                                         const std::optional<at::Tensor>& weight,
-                                                         int64_t ignore_index, double label_smoothing) {
-  const double W = check_targets(x, target, weight, ignore_index, label_smoothing);
-  auto loss = at::empty({x.size(0)}, x.options());
-  auto lse = at::empty({x.size(0)}, x.options().dtype(at::kDouble));
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cross_entropy_fwd_cpu", [&] {
-    cross_entropy_fwd_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), target.const_data_ptr<int64_t>(),
-                                       weight ? weight->const_data_ptr<scalar_t>() : nullptr, W,
-                                       loss.mutable_data_ptr<scalar_t>(), lse.mutable_data_ptr<double>(), x.size(0),
-                                       x.size(1), ignore_index, label_smoothing);
+  if (eps == 0) return 0.0;  // sum(weight) is needed only with label smoothing
+  double W = 0;
+  AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "weight_sum", [&] {
+    const scalar_t* p = w.const_data_ptr<scalar_t>();
+    for (int64_t k = 0; k < C; ++k) W += double(p[k]);
   });
-  return {loss, lse};
+  return W;
 }
 
+// reduction: 0 'none' (loss has one entry per row), 1 'sum', 2 'mean' (0-dim loss). Returns (loss, lse, denom):
+// lse (rows,) float64 for the backward; denom, 0-dim float64, the mean's divisor: sum of w[t] over rows not ignored.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_entropy_fwd_cpu(const at::Tensor& x, const at::Tensor& target,
+                                                                     const std::optional<at::Tensor>& weight,
+                                                                     int64_t ignore_index, double label_smoothing,
+                                                                     int64_t reduction) {
+  TORCH_CHECK(reduction >= 0 && reduction <= 2, "reduction must be 0 (none), 1 (sum) or 2 (mean)");
+  const double W = check_targets(x, target, weight, ignore_index, label_smoothing, true);
+  auto loss = reduction == 0 ? at::empty({x.size(0)}, x.options()) : at::empty({}, x.options());
+  auto lse = at::empty({x.size(0)}, x.options().dtype(at::kDouble));
+  auto denom = at::empty({}, x.options().dtype(at::kDouble));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cross_entropy_fwd_cpu", [&] {
+    const auto [total, den] = cross_entropy_fwd_kernel<scalar_t>(
+        x.const_data_ptr<scalar_t>(), target.const_data_ptr<int64_t>(),
+        weight ? weight->const_data_ptr<scalar_t>() : nullptr, W,
+        reduction == 0 ? loss.mutable_data_ptr<scalar_t>() : nullptr, lse.mutable_data_ptr<double>(), x.size(0),
+        x.size(1), ignore_index, label_smoothing);
+    *denom.mutable_data_ptr<double>() = den;
+    if (reduction == 1) *loss.mutable_data_ptr<scalar_t>() = scalar_t(total);
+    if (reduction == 2) *loss.mutable_data_ptr<scalar_t>() = scalar_t(total / den);  // 0/0 = NaN when all ignored, as torch
+  });
+  return {loss, lse, denom};
+}
+
+// grad: (rows,) for reduction 'none', else 0-dim; for 'mean' it is divided by denom here.
 at::Tensor cross_entropy_bwd_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& target,
-                                 const at::Tensor& lse, const std::optional<at::Tensor>& weight, int64_t ignore_index,
-                                 double label_smoothing) {
-  const double W = check_targets(x, target, weight, ignore_index, label_smoothing);
-  TORCH_CHECK(grad.dim() == 1 && grad.size(0) == x.size(0) && grad.scalar_type() == x.scalar_type(),
-              "grad must be 1-D with one entry per row, in the logits' dtype");
+                                 const at::Tensor& lse, const at::Tensor& denom,
+                                 const std::optional<at::Tensor>& weight, int64_t ignore_index,
+                                 double label_smoothing, int64_t reduction) {
+  const double W = check_targets(x, target, weight, ignore_index, label_smoothing, false);  // range checked forward
+  TORCH_CHECK(grad.scalar_type() == x.scalar_type() &&
+                  (reduction == 0 ? grad.dim() == 1 && grad.size(0) == x.size(0) : grad.numel() == 1),
+              "grad must have one entry per row ('none') or be a scalar ('sum', 'mean'), in the logits' dtype");
   TORCH_CHECK(lse.dim() == 1 && lse.size(0) == x.size(0) && lse.scalar_type() == at::kDouble,
               "lse must be float64 (rows,)");
+  TORCH_CHECK(denom.numel() == 1 && denom.scalar_type() == at::kDouble, "denom must be a float64 scalar");
   auto g = grad.contiguous();
   auto gx = tgb::empty_like_hugepages(x);
+  const double scale = reduction == 2 ? 1.0 / *denom.const_data_ptr<double>() : 1.0;
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "cross_entropy_bwd_cpu", [&] {
-    cross_entropy_bwd_kernel<scalar_t>(g.const_data_ptr<scalar_t>(), x.const_data_ptr<scalar_t>(),
-                                       target.const_data_ptr<int64_t>(), lse.const_data_ptr<double>(),
+    cross_entropy_bwd_kernel<scalar_t>(g.const_data_ptr<scalar_t>(), reduction == 0 ? 1 : 0, scale,
+                                       x.const_data_ptr<scalar_t>(), target.const_data_ptr<int64_t>(),
+                                       lse.const_data_ptr<double>(),
                                        weight ? weight->const_data_ptr<scalar_t>() : nullptr, W,
                                        gx.mutable_data_ptr<scalar_t>(), x.size(0), x.size(1), ignore_index,
                                        label_smoothing);
@@ -320,7 +361,7 @@ static double for_each_span(int64_t n, int64_t C, F f) {
   if (n == 0) return 0.0;
   const int64_t rows = n / C, per_row = (C + SPAN - 1) / SPAN;
   double total = 0.0;
-#pragma omp parallel for schedule(static) reduction(+ : total) num_threads(num_threads())
+#pragma omp parallel for schedule(static) reduction(+ : total) num_threads(num_threads(n))
   for (int64_t s = 0; s < rows * per_row; ++s) {
     const int64_t r = s / per_row, col0 = (s % per_row) * SPAN;
     const int64_t b = r * C + col0, e = std::min(r * C + C, b + SPAN);
@@ -461,16 +502,189 @@ at::Tensor bce_bwd_cpu(const at::Tensor& grad, const at::Tensor& x, const at::Te
   return gx;
 }
 
+// ---- linear + cross-entropy without the (N, V) logits ----
+// loss_i = CE(h_i W^T + b, t_i): logits are produced one (row chunk x vocab chunk) tile at a time by a matmul, folded
+// into each row's running (max, sum of exp) with the online logsumexp, and dropped. The backward recomputes each tile
+// and turns it into d loss / d logits in place, then into gradient contributions with two more matmuls. Memory: one
+// tile, plus the gradients themselves, instead of the logits and their gradient.
+constexpr int64_t LCE_ROWS = 1024, LCE_VOCAB = 4096;  // tile: 16 MiB of float32; large enough for efficient matmuls
+
+// The running statistics of one row, merged with those of one more tile of its logits.
+template <typename T>
+static inline void merge_stats(T& m, double& s, const RowStats<T>& st) {
+  if (st.max == -INFINITY) return;  // the tile adds exp(-inf) = 0
+  if (st.max > m) {
+    s = s * std::exp(double(m) - double(st.max)) + st.sum;
+    m = st.max;
+  } else {
+    s += st.sum * std::exp(double(st.max) - double(m));
+  }
+}
+
+static void check_linear_ce(const at::Tensor& h, const at::Tensor& w, const std::optional<at::Tensor>& b,
+                            const at::Tensor& target) {
+  check_matrix(h, "hidden");
+  check_matrix(w, "weight");
+  TORCH_CHECK(h.size(1) == w.size(1) && h.scalar_type() == w.scalar_type(),
+              "hidden (N, d) and weight (V, d) must share d and dtype, got ", h.sizes(), " and ", w.sizes());
+  TORCH_CHECK(!b.has_value() || (b->dim() == 1 && b->size(0) == w.size(0) && b->is_contiguous() &&
+                                 b->scalar_type() == w.scalar_type()),
+              "bias must be a contiguous (V,) tensor in weight's dtype");
+  TORCH_CHECK(target.scalar_type() == at::kLong && target.dim() == 1 && target.size(0) == h.size(0) &&
+                  target.is_contiguous(),
+              "target must be a contiguous int64 (N,) tensor");
+}
+
+// The logits tile hidden[r0:r1] @ weight[v0:v1]^T (+ bias[v0:v1]), written into `tile` ((r1-r0) x (v1-v0)).
+static at::Tensor logits_tile(const at::Tensor& h, const at::Tensor& w, const std::optional<at::Tensor>& b,
+                              at::Tensor& buf, int64_t r0, int64_t r1, int64_t v0, int64_t v1) {
+  auto tile = buf.narrow(0, 0, (r1 - r0) * (v1 - v0)).view({r1 - r0, v1 - v0});
+  const auto hs = h.narrow(0, r0, r1 - r0), ws = w.narrow(0, v0, v1 - v0);
+  if (b.has_value()) at::addmm_out(tile, b->narrow(0, v0, v1 - v0), hs, ws.t());
+  else at::mm_out(tile, hs, ws.t());
+  return tile;
+}
+
+// The forward's tile loop: per row, the running max and sum of exp, the target's logit and the sum of the logits.
+template <typename T>
+static void lce_fwd_tiles(const at::Tensor& h, const at::Tensor& w, const std::optional<at::Tensor>& b, at::Tensor& buf,
+                          const int64_t* tg, int64_t ignore_index, double eps, T* m, double* s, double* x_t,
+                          double* x_sum) {
+  const int64_t N = h.size(0), V = w.size(0);
+  for (int64_t r0 = 0; r0 < N; r0 += LCE_ROWS) {
+    const int64_t r1 = std::min(N, r0 + LCE_ROWS);
+    for (int64_t v0 = 0; v0 < V; v0 += LCE_VOCAB) {
+      const int64_t v1 = std::min(V, v0 + LCE_VOCAB), vc = v1 - v0;
+      const T* z = logits_tile(h, w, b, buf, r0, r1, v0, v1).const_data_ptr<T>();
+#pragma omp parallel for schedule(static) num_threads(num_threads((r1 - r0) * vc))
+      for (int64_t i = r0; i < r1; ++i) {
+        if (tg[i] == ignore_index) continue;
+        const T* zr = z + (i - r0) * vc;
+        merge_stats(m[i], s[i], row_stats(zr, vc));
+        if (tg[i] >= v0 && tg[i] < v1) x_t[i] = double(zr[tg[i] - v0]);
+        if (eps > 0) x_sum[i] += row_dot<T>(zr, nullptr, vc, T(0));
+      }
+    }
+  }
+}
+
+// Returns (loss, lse, denom) like cross_entropy_fwd; reduction 0 none, 1 sum, 2 mean.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_cross_entropy_fwd_cpu(
+    const at::Tensor& h, const at::Tensor& w, const std::optional<at::Tensor>& b, const at::Tensor& target,
+    int64_t ignore_index, double eps, int64_t reduction) {
+  check_linear_ce(h, w, b, target);
+  TORCH_CHECK(reduction >= 0 && reduction <= 2, "reduction must be 0 (none), 1 (sum) or 2 (mean)");
+  const int64_t N = h.size(0), V = w.size(0);
+  const int64_t* tg = target.const_data_ptr<int64_t>();
+  for (int64_t i = 0; i < N; ++i)
+    TORCH_CHECK_INDEX(tg[i] == ignore_index || (tg[i] >= 0 && tg[i] < V), "target ", tg[i], " is out of bounds for ",
+                      V, " classes (valid: 0..", V - 1, " or ignore_index=", ignore_index, ")");
+  auto loss = reduction == 0 ? at::empty({N}, h.options()) : at::empty({}, h.options());
+  auto lse = at::empty({N}, h.options().dtype(at::kDouble));
+  auto denom = at::empty({}, h.options().dtype(at::kDouble));
+  auto buf = at::empty({std::min(N, LCE_ROWS) * std::min(V, LCE_VOCAB)}, h.options());
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "linear_cross_entropy_fwd_cpu", [&] {
+    using T = scalar_t;
+    std::vector<T> m(N, -INFINITY);
+    std::vector<double> s(N, 0.0), x_t(N, 0.0), x_sum(N, 0.0);
+    lce_fwd_tiles<T>(h, w, b, buf, tg, ignore_index, eps, m.data(), s.data(), x_t.data(), x_sum.data());
+    T* L = reduction == 0 ? loss.mutable_data_ptr<T>() : nullptr;
+    double* LSE = lse.mutable_data_ptr<double>();
+    double total = 0.0, count = 0.0;
+    for (int64_t i = 0; i < N; ++i) {
+      if (tg[i] == ignore_index) {
+        if (L) L[i] = 0;
+        LSE[i] = 0;
+        continue;
+      }
+      const double l_se = row_lse(RowStats<T>{m[i], s[i]});
+      LSE[i] = l_se;
+      // (1 - eps) (lse - x_t) + eps / V * sum_j (lse - x_j)
+      const double l = (1.0 - eps) * (l_se - x_t[i]) + (eps > 0 ? eps * (l_se - x_sum[i] / double(V)) : 0.0);
+      if (L) L[i] = T(l);
+      total += double(T(l));
+      count += 1.0;
+    }
+    *denom.mutable_data_ptr<double>() = count;
+    if (reduction == 1) *loss.mutable_data_ptr<T>() = T(total);
+    if (reduction == 2) *loss.mutable_data_ptr<T>() = T(total / count);
+  });
+  return {loss, lse, denom};
+}
+
+// Gradients (d hidden, d weight, d bias) from the upstream gradient; the logits are recomputed tile by tile.
+//   d loss_i / d z_ij = g_i [ p_ij - (1 - eps) [j == t_i] - eps / V ],  p_ij = exp(z_ij - lse_i)
+template <typename T>
+static void lce_bwd_tiles(const T* G, int64_t g_stride, double scale, const at::Tensor& h, const at::Tensor& w,
+                          const std::optional<at::Tensor>& b, at::Tensor& buf, const int64_t* tg, const double* LSE,
+                          int64_t ignore_index, double eps, at::Tensor& gh, at::Tensor& gw, at::Tensor& gb) {
+  const int64_t N = h.size(0), V = w.size(0);
+  for (int64_t r0 = 0; r0 < N; r0 += LCE_ROWS) {
+    const int64_t r1 = std::min(N, r0 + LCE_ROWS);
+    auto gh_r = gh.narrow(0, r0, r1 - r0);
+    for (int64_t v0 = 0; v0 < V; v0 += LCE_VOCAB) {
+      const int64_t v1 = std::min(V, v0 + LCE_VOCAB), vc = v1 - v0;
+      auto tile = logits_tile(h, w, b, buf, r0, r1, v0, v1);
+      T* z = tile.mutable_data_ptr<T>();
+#pragma omp parallel for schedule(static) num_threads(num_threads((r1 - r0) * vc))
+      for (int64_t i = r0; i < r1; ++i) {  // the tile becomes d loss / d logits, in place
+        T* zr = z + (i - r0) * vc;
+        const int64_t t = tg[i];
+        if (t == ignore_index) { std::fill(zr, zr + vc, T(0)); continue; }
+        const double gi = double(G[i * g_stride]) * scale;
+        const T a = T(gi), c = T(gi * eps / double(V));
+        const T hi = T(LSE[i]), lo = T(LSE[i] - double(hi));  // lse in two parts: float64 precision in T
+#pragma omp simd
+        for (int64_t j = 0; j < vc; ++j) zr[j] = a * exp_fast<T>((zr[j] - hi) - lo) - c;
+        if (t >= v0 && t < v1) zr[t - v0] -= T(gi * (1.0 - eps));
+      }
+      gh_r.addmm_(tile, w.narrow(0, v0, vc));                          // (rows, d) += (rows, vc) @ (vc, d)
+      gw.narrow(0, v0, vc).addmm_(tile.t(), h.narrow(0, r0, r1 - r0));  // (vc, d) += (vc, rows) @ (rows, d)
+      if (b.has_value()) gb.narrow(0, v0, vc).add_(tile.sum(0));
+    }
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_cross_entropy_bwd_cpu(
+    const at::Tensor& grad, const at::Tensor& h, const at::Tensor& w, const std::optional<at::Tensor>& b,
+    const at::Tensor& target, const at::Tensor& lse, const at::Tensor& denom, int64_t ignore_index, double eps,
+    int64_t reduction) {
+  check_linear_ce(h, w, b, target);
+  const int64_t N = h.size(0), V = w.size(0);
+  TORCH_CHECK(grad.scalar_type() == h.scalar_type() &&
+                  (reduction == 0 ? grad.dim() == 1 && grad.size(0) == N : grad.numel() == 1),
+              "grad must have one entry per row ('none') or be a scalar ('sum', 'mean'), in hidden's dtype");
+  TORCH_CHECK(lse.dim() == 1 && lse.size(0) == N && lse.scalar_type() == at::kDouble, "lse must be float64 (N,)");
+  auto g = grad.contiguous();
+  auto gh = at::zeros_like(h), gw = at::zeros_like(w);
+  auto gb = at::zeros({V}, w.options());
+  auto buf = at::empty({std::min(N, LCE_ROWS) * std::min(V, LCE_VOCAB)}, h.options());
+  const double scale = reduction == 2 ? 1.0 / *denom.const_data_ptr<double>() : 1.0;
+  AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "linear_cross_entropy_bwd_cpu", [&] {
+    lce_bwd_tiles<scalar_t>(g.const_data_ptr<scalar_t>(), reduction == 0 ? 1 : 0, scale, h, w, b, buf,
+                            target.const_data_ptr<int64_t>(), lse.const_data_ptr<double>(), ignore_index, eps, gh, gw,
+                            gb);
+  });
+  return {gh, gw, gb};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(tgb_softmax, m) {
+  // The fake (meta) kernels, which give torch.compile and meta tensors the output shapes, are registered in Python
+  // (torch.library.register_fake in tinygrad_book/softmax.py): this tells torch which module holds them.
+  m.set_python_module("tinygrad_book.softmax");
   m.def("softmax_fwd(Tensor x, bool log) -> Tensor");
   m.def("softmax_bwd(Tensor grad, Tensor y, bool log) -> Tensor");
   m.def("logsumexp_fwd(Tensor x) -> Tensor");
-  m.def("cross_entropy_fwd(Tensor x, Tensor target, Tensor? weight, int ignore_index, float label_smoothing)"
-        " -> (Tensor, Tensor)");
-  m.def("cross_entropy_bwd(Tensor grad, Tensor x, Tensor target, Tensor lse, Tensor? weight, int ignore_index,"
-        " float label_smoothing) -> Tensor");
+  m.def("cross_entropy_fwd(Tensor x, Tensor target, Tensor? weight, int ignore_index, float label_smoothing,"
+        " int reduction) -> (Tensor, Tensor, Tensor)");
+  m.def("cross_entropy_bwd(Tensor grad, Tensor x, Tensor target, Tensor lse, Tensor denom, Tensor? weight,"
+        " int ignore_index, float label_smoothing, int reduction) -> Tensor");
+  m.def("linear_cross_entropy_fwd(Tensor hidden, Tensor weight, Tensor? bias, Tensor target, int ignore_index,"
+        " float label_smoothing, int reduction) -> (Tensor, Tensor, Tensor)");
+  m.def("linear_cross_entropy_bwd(Tensor grad, Tensor hidden, Tensor weight, Tensor? bias, Tensor target, Tensor lse,"
+        " Tensor denom, int ignore_index, float label_smoothing, int reduction) -> (Tensor, Tensor, Tensor)");
   m.def("bce_fwd(Tensor x, Tensor y, Tensor? weight, Tensor? pos_weight, int reduction) -> Tensor");
   m.def("bce_bwd(Tensor grad, Tensor x, Tensor y, Tensor? weight, Tensor? pos_weight) -> Tensor");
 }
@@ -481,6 +695,8 @@ TORCH_LIBRARY_IMPL(tgb_softmax, CPU, m) {
   m.impl("logsumexp_fwd", &logsumexp_fwd_cpu);
   m.impl("cross_entropy_fwd", &cross_entropy_fwd_cpu);
   m.impl("cross_entropy_bwd", &cross_entropy_bwd_cpu);
+  m.impl("linear_cross_entropy_fwd", &linear_cross_entropy_fwd_cpu);
+  m.impl("linear_cross_entropy_bwd", &linear_cross_entropy_bwd_cpu);
   m.impl("bce_fwd", &bce_fwd_cpu);
   m.impl("bce_bwd", &bce_bwd_cpu);
 }

@@ -85,9 +85,20 @@ double check_targets(const at::Tensor& x, const at::Tensor& target, const std::o
   return eps > 0 ? w.sum().item<double>() : 0.0;
 }
 
-std::tuple<at::Tensor, at::Tensor> cross_entropy_fwd_cuda(const at::Tensor& x, const at::Tensor& target,
-                                                          const std::optional<at::Tensor>& weight,
-                                                          int64_t ignore_index, double eps) {
+// The mean's divisor: sum of w[t] (or the count) over rows not ignored, as a float64 scalar on the device (no sync).
+at::Tensor mean_denominator(const at::Tensor& target, const std::optional<at::Tensor>& weight, int64_t ignore_index) {
+  const auto valid = target.ne(ignore_index);
+  if (!weight.has_value()) return valid.sum().to(at::kDouble);
+  return (weight->index_select(0, at::where(valid, target, 0)).to(at::kDouble) * valid).sum();
+}
+
+// reduction: 0 'none', 1 'sum', 2 'mean'; returns (loss, lse, denom) like the CPU op. The kernels write per-row losses;
+// the reductions are device-side torch ops (no GPU->CPU synchronisation).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cross_entropy_fwd_cuda(const at::Tensor& x, const at::Tensor& target,
+                                                                      const std::optional<at::Tensor>& weight,
+                                                                      int64_t ignore_index, double eps,
+                                                                      int64_t reduction) {
+  TORCH_CHECK(reduction >= 0 && reduction <= 2, "reduction must be 0 (none), 1 (sum) or 2 (mean)");
   const c10::cuda::CUDAGuard guard(x.device());
   const double W = check_targets(x, target, weight, eps);
   auto loss = at::empty({x.size(0)}, x.options());
@@ -101,18 +112,26 @@ std::tuple<at::Tensor, at::Tensor> cross_entropy_fwd_cuda(const at::Tensor& x, c
                                     weight ? weight->const_data_ptr<double>() : nullptr, W,
                                     loss.mutable_data_ptr<double>(), lse.mutable_data_ptr<double>(), x.size(0),
                                     x.size(1), ignore_index, eps, stream()));
-  return {loss, lse};
+  auto denom = mean_denominator(target, weight, ignore_index);
+  if (reduction == 1) loss = loss.sum();
+  if (reduction == 2) loss = (loss.sum(at::kDouble) / denom).to(x.scalar_type());
+  return {loss, lse, denom};
 }
 
 at::Tensor cross_entropy_bwd_cuda(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& target,
-                                  const at::Tensor& lse, const std::optional<at::Tensor>& weight, int64_t ignore_index,
-                                  double eps) {
+                                  const at::Tensor& lse, const at::Tensor& denom,
+                                  const std::optional<at::Tensor>& weight, int64_t ignore_index, double eps,
+                                  int64_t reduction) {
   const c10::cuda::CUDAGuard guard(x.device());
   const double W = check_targets(x, target, weight, eps);
-  TORCH_CHECK(grad.dim() == 1 && grad.size(0) == x.size(0) && grad.scalar_type() == x.scalar_type(),
-              "grad must be 1-D with one entry per row, in the logits' dtype");
+  TORCH_CHECK(grad.scalar_type() == x.scalar_type() &&
+                  (reduction == 0 ? grad.dim() == 1 && grad.size(0) == x.size(0) : grad.numel() == 1),
+              "grad must have one entry per row ('none') or be a scalar ('sum', 'mean'), in the logits' dtype");
   TORCH_CHECK(lse.dim() == 1 && lse.size(0) == x.size(0) && lse.scalar_type() == at::kDouble, "lse must be float64 (rows,)");
-  auto g = grad.contiguous();
+  // one upstream gradient per row, on the device: the scalar of 'sum'/'mean' broadcast (and divided for 'mean')
+  auto g = reduction == 0 ? grad.contiguous()
+                          : (reduction == 2 ? (grad.to(at::kDouble) / denom).to(x.scalar_type()) : grad)
+                                .reshape({1}).expand({x.size(0)}).contiguous();
   auto gx = at::empty_like(x);
   if (x.scalar_type() == at::kFloat)
     tgb::check_launch(tgb_cross_entropy_bwd_f32(g.const_data_ptr<float>(), x.const_data_ptr<float>(), target.const_data_ptr<int64_t>(),
