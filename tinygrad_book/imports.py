@@ -1248,7 +1248,7 @@ def main(argv=None):
         print(f"plot written to {a.plot}")
     return 0
 
-# %% ../nbs/08_imports.ipynb #8dac71e1
+# %% ../nbs/08_imports.ipynb #221780ac
 def _bench_tree(n):
     "A package of `n` small modules in a temporary directory, module i importing modules 2i+1 and 2i+2 (a binary tree)."
     import atexit, shutil, tempfile
@@ -1319,6 +1319,6 @@ def _bench_cases(quick: bool):
         Case(f"control: plain import, {n + 1} modules", no_gc(lambda: importlib.import_module(pkg)), plain, 'plain import'),
     ]
 
-# %% ../nbs/08_imports.ipynb #98f9d0ed
+# %% ../nbs/08_imports.ipynb #60cef8ce
 if __name__ == '__main__' and '__file__' in globals():
     sys.exit(main())
