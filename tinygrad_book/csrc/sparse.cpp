@@ -82,6 +82,23 @@ void csr_transposed_kernel(const T* xt, const int32_t* rp, const int32_t* col, c
   }
 }
 
+// Both ops: few rows take the row kernel on x as it is; more take the transposed kernel on x^T (K, B), whose
+// (O, B) result is transposed back. `rows(x, y)` and `transposed(xt, yt)` run the dtype's kernels.
+template <typename Rows, typename Transposed>
+at::Tensor run_linear(const at::Tensor& x_, int64_t O, Rows rows, Transposed transposed) {
+  const int64_t B = x_.size(0);
+  if (B < kTransposeBatch) {
+    auto x = x_.contiguous();
+    auto y = at::empty({B, O}, x.options());
+    rows(x, y);
+    return y;
+  }
+  auto xt = x_.t().contiguous();              // (K, B)
+  auto yt = at::empty({O, B}, x_.options());  // (O, B)
+  transposed(xt, yt);
+  return yt.t().contiguous();                 // (B, O)
+}
+
 at::Tensor csr_linear_cpu(const at::Tensor& x_, const at::Tensor& row_ptr_, const at::Tensor& col_,
                           const at::Tensor& val_, const std::optional<at::Tensor>& bias_) {
   check_x(x_, val_, "csr_linear");
@@ -90,24 +107,17 @@ at::Tensor csr_linear_cpu(const at::Tensor& x_, const at::Tensor& row_ptr_, cons
   check_bias(bias_, x_, O, "csr_linear");
   auto rp = row_ptr_.contiguous(), col = col_.contiguous(), val = val_.contiguous();
   auto bias = bias_ ? std::optional<at::Tensor>(bias_->contiguous()) : std::nullopt;
-  at::Tensor y;
-  AT_DISPATCH_FLOATING_TYPES(x_.scalar_type(), "csr_linear_cpu", [&] {
-    const scalar_t* bp = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
-    if (B < kTransposeBatch) {
-      auto x = x_.contiguous();
-      y = at::empty({B, O}, x.options());
-      csr_rows_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), rp.const_data_ptr<int32_t>(), col.const_data_ptr<int32_t>(),
-                                val.const_data_ptr<scalar_t>(), bp, y.mutable_data_ptr<scalar_t>(), B, K, O);
-    } else {
-      auto xt = x_.t().contiguous();                 // (K, B)
-      auto yt = at::empty({O, B}, x_.options());     // (O, B)
-      csr_transposed_kernel<scalar_t>(xt.const_data_ptr<scalar_t>(), rp.const_data_ptr<int32_t>(),
-                                      col.const_data_ptr<int32_t>(), val.const_data_ptr<scalar_t>(), bp,
-                                      yt.mutable_data_ptr<scalar_t>(), B, O);
-      y = yt.t().contiguous();                       // (B, O)
-    }
+  return AT_DISPATCH_FLOATING_TYPES(x_.scalar_type(), "csr_linear_cpu", [&] {
+    using T = scalar_t;
+    const T* bp = bias ? bias->const_data_ptr<T>() : nullptr;
+    const int32_t *r = rp.const_data_ptr<int32_t>(), *c = col.const_data_ptr<int32_t>();
+    const T* v = val.const_data_ptr<T>();
+    return run_linear(
+        x_, O, [&](const at::Tensor& x, at::Tensor& y) {
+          csr_rows_kernel<T>(x.const_data_ptr<T>(), r, c, v, bp, y.mutable_data_ptr<T>(), B, K, O); },
+        [&](const at::Tensor& xt, at::Tensor& yt) {
+          csr_transposed_kernel<T>(xt.const_data_ptr<T>(), r, c, v, bp, yt.mutable_data_ptr<T>(), B, O); });
   });
-  return y;
 }
 
 // ---------------------------------------------------------------- 2:4
@@ -183,23 +193,17 @@ at::Tensor nm24_linear_cpu(const at::Tensor& x_, const at::Tensor& values_, cons
   check_bias(bias_, x_, O, "nm24_linear");
   auto values = values_.contiguous(), meta = meta_.contiguous();
   auto bias = bias_ ? std::optional<at::Tensor>(bias_->contiguous()) : std::nullopt;
-  at::Tensor y;
-  AT_DISPATCH_FLOATING_TYPES(x_.scalar_type(), "nm24_linear_cpu", [&] {
-    const scalar_t* bp = bias ? bias->const_data_ptr<scalar_t>() : nullptr;
-    if (B < kTransposeBatch) {
-      auto x = x_.contiguous();
-      y = at::empty({B, O}, x.options());
-      nm24_rows_kernel<scalar_t>(x.const_data_ptr<scalar_t>(), values.const_data_ptr<scalar_t>(),
-                                 meta.const_data_ptr<uint8_t>(), bp, y.mutable_data_ptr<scalar_t>(), B, K, O);
-    } else {
-      auto xt = x_.t().contiguous();              // (K, B)
-      auto yt = at::empty({O, B}, x_.options());  // (O, B)
-      nm24_transposed_kernel<scalar_t>(xt.const_data_ptr<scalar_t>(), values.const_data_ptr<scalar_t>(),
-                                       meta.const_data_ptr<uint8_t>(), bp, yt.mutable_data_ptr<scalar_t>(), B, K, O);
-      y = yt.t().contiguous();                    // (B, O)
-    }
+  return AT_DISPATCH_FLOATING_TYPES(x_.scalar_type(), "nm24_linear_cpu", [&] {
+    using T = scalar_t;
+    const T* bp = bias ? bias->const_data_ptr<T>() : nullptr;
+    const T* v = values.const_data_ptr<T>();
+    const uint8_t* m = meta.const_data_ptr<uint8_t>();
+    return run_linear(
+        x_, O, [&](const at::Tensor& x, at::Tensor& y) {
+          nm24_rows_kernel<T>(x.const_data_ptr<T>(), v, m, bp, y.mutable_data_ptr<T>(), B, K, O); },
+        [&](const at::Tensor& xt, at::Tensor& yt) {
+          nm24_transposed_kernel<T>(xt.const_data_ptr<T>(), v, m, bp, yt.mutable_data_ptr<T>(), B, K, O); });
   });
-  return y;
 }
 
 // ---------------------------------------------------------------- Meta: shapes only
