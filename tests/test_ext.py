@@ -43,16 +43,26 @@ def test_silu_dispatches_to_compiled_kernel():
 
 def test_cache_key_changes_with_source(tmp_path, monkeypatch):
     src = tmp_path / 'k.cpp'
-    src.write_text('int f() { return 1; }\n')
+    src.write_text('#include "k.h"\nint f() { return 1; }\n')
     k1 = ext._build_key([src], (['-O3'], []), False)
     assert k1 == ext._build_key([src], (['-O3'], []), False)
-    src.write_text('int f() { return 2; }\n')
+    src.write_text('#include "k.h"\nint f() { return 2; }\n')
     assert ext._build_key([src], (['-O3'], []), False) != k1
-    (tmp_path / 'k.h').write_text('// a header beside the source is part of the key\n')
+    (tmp_path / 'k.h').write_text('#include "inner.h"\n')  # an included header is part of the key...
+    (tmp_path / 'inner.h').write_text('// v1\n')
     k3 = ext._build_key([src], (['-O3'], []), False)
-    (tmp_path / 'k.h').write_text('// changed\n')
+    (tmp_path / 'inner.h').write_text('// v2\n')  # ...and so is one it includes in turn
     assert ext._build_key([src], (['-O3'], []), False) != k3
+    k4 = ext._build_key([src], (['-O3'], []), False)
+    (tmp_path / 'unrelated.h').write_text('// another library\'s header\n')  # a header nobody includes is not
+    assert ext._build_key([src], (['-O3'], []), False) == k4
     assert ext._build_key([src], (['-O2'], []), False) != ext._build_key([src], (['-O3'], []), False)
+
+
+def test_headers_of_the_book_libraries_are_in_their_keys():
+    "softmax.cpp includes fast_math.h and cpu_alloc.h: both must be found (the key would miss an edit otherwise)."
+    found = {p.name for p in ext._local_headers([ext.CSRC / 'softmax.cpp'])}
+    assert {'fast_math.h', 'cpu_alloc.h'} <= found, found
 
 
 def test_missing_compiler_is_a_clear_error(monkeypatch):

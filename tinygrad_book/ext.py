@@ -7,7 +7,7 @@ __all__ = ['CSRC', 'cache_dir', 'ExtensionBuildError', 'writable_cache_dir', 'ch
            'load_ops', 'SourceExcerpt', 'show_source', 'silu', 'build_all', 'check_cuda', 'main']
 
 # %% ../nbs/00_ext.ipynb #df0e9bc5
-import os, sys, time, functools, hashlib, shutil, fcntl, platform, subprocess, argparse, importlib.util
+import os, re, sys, time, functools, hashlib, shutil, fcntl, platform, subprocess, argparse, importlib.util
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -77,9 +77,21 @@ def _resolve(src) -> Path:
     if not p.exists(): raise ExtensionBuildError(f"source file not found: {p}")
     return p
 
+_INCLUDE = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.M)
+
+def _local_headers(sources) -> set:
+    "The headers the sources include with `#include \"...\"` from their own folders, followed transitively."
+    seen, todo = set(), list(sources)
+    while todo:  # iterative: a header may include another
+        p = todo.pop()
+        for name in _INCLUDE.findall(p.read_text(errors='replace')):
+            q = p.parent/name
+            if q.is_file() and q not in seen: seen.add(q); todo.append(q)
+    return seen
+
 def _build_key(sources, cflags, cuda) -> str:
     h = hashlib.sha256()
-    headers = {q for s in sources for q in s.parent.iterdir() if q.suffix in ('.h', '.cuh', '.hpp')}
+    headers = _local_headers(sources)  # only what is included: editing one library's header rebuilds only that library
     for p in sorted(set(sources) | headers):
         h.update(p.name.encode()); h.update(p.read_bytes())
     env = [os.environ.get(k) for k in ('CXX', 'CUDA_HOME', 'TORCH_CUDA_ARCH_LIST')]
@@ -205,11 +217,27 @@ def silu(x: torch.Tensor) -> torch.Tensor:
     return _SiLU.apply(x)
 
 # %% ../nbs/00_ext.ipynb #6b7ea6e4
-def build_all(names=None):
-    "Build (or load from the cache) every CPU op library; return {name: seconds}."
-    times = {}
-    for name in names or cpu_extensions():
-        t0 = time.perf_counter(); load_ext(name, [f'{name}.cpp']); times[name] = time.perf_counter() - t0
+def _prebuild(names, jobs):
+    "Compile the libraries of `names` that are not cached yet, `jobs` at a time, each in a child process; {name: seconds}."
+    import concurrent.futures
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(CSRC.parent.parent), os.environ.get('PYTHONPATH', '')])}
+    def child(name):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, '-c', f"from tinygrad_book.ext import load_ext; load_ext({name!r}, [{name + '.cpp'!r}])"],
+                       env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # a failure is reported below
+        return time.perf_counter() - t0
+    with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+        return dict(zip(names, pool.map(child, names)))
+
+def build_all(names=None, jobs=None):
+    "Build (or load from the cache) every CPU op library, `jobs` compiles at a time (default: one per core); {name: seconds}."
+    names = list(names or cpu_extensions())
+    jobs = jobs or os.cpu_count() or 1
+    # One library is one compiler process, so on a machine with several cores they are built side by side in child
+    # processes first; the loop below then loads each from the cache, or builds it here to report a failure in full.
+    times = _prebuild(names, jobs) if jobs > 1 and len(names) > 1 else dict.fromkeys(names, 0.0)
+    for name in names:
+        t0 = time.perf_counter(); load_ext(name, [f'{name}.cpp']); times[name] += time.perf_counter() - t0
     return times
 
 def check_cuda(nvcc=None) -> dict:
