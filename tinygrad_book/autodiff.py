@@ -4,13 +4,14 @@
 
 # %% auto #0
 __all__ = ['DTYPES', 'ShapeError', 'UnsupportedDTypeError', 'UnsupportedDeviceError', 'broadcast_shapes', 'set_grad_enabled',
-           'no_grad', 'enable_grad', 'is_grad_enabled', 'saved_activation_bytes', 'Tensor', 'Function', 'Add', 'Sub',
-           'Mul', 'Div', 'Pow', 'Maximum', 'Minimum', 'AddScalar', 'RSubScalar', 'MulScalar', 'DivScalar', 'RDivScalar',
-           'PowScalar', 'RPowScalar', 'Neg', 'Exp', 'Log', 'Tanh', 'Sigmoid', 'Sqrt', 'ReLU', 'Abs', 'Where', 'where',
-           'maximum', 'minimum', 'MatMul', 'matmul', 'Sum', 'Max', 'Reshape', 'Permute', 'BroadcastTo', 'GetItem',
-           'IndexScatter', 'SetItem', 'Cat', 'cat', 'stack', 'ToDevice', 'Cast', 'grad', 'detect_anomaly', 'jvp', 'vjp',
-           'jacobian', 'hvp', 'GradcheckError', 'gradcheck', 'checkpoint', 'checkpoint_sequential', 'tensor', 'zeros',
-           'ones', 'full', 'rand', 'randn', 'zeros_like', 'ones_like', 'autodiff_benchmarks']
+           'no_grad', 'enable_grad', 'is_grad_enabled', 'saved_bytes', 'peak_saved_bytes', 'reset_peak_saved_bytes',
+           'saved_activation_bytes', 'Tensor', 'Function', 'Add', 'Sub', 'Mul', 'Div', 'Pow', 'Maximum', 'Minimum',
+           'AddScalar', 'RSubScalar', 'MulScalar', 'DivScalar', 'RDivScalar', 'PowScalar', 'RPowScalar', 'Neg', 'Exp',
+           'Log', 'Tanh', 'Sigmoid', 'Sqrt', 'ReLU', 'Abs', 'Where', 'where', 'logsumexp', 'maximum', 'minimum',
+           'MatMul', 'matmul', 'Sum', 'Mean', 'Max', 'Reshape', 'Permute', 'BroadcastTo', 'GetItem', 'IndexScatter',
+           'Gather', 'IndexAdd', 'SetItem', 'Cat', 'cat', 'stack', 'ToDevice', 'Cast', 'grad', 'detect_anomaly', 'jvp',
+           'vjp', 'jacobian', 'hvp', 'GradcheckError', 'gradcheck', 'checkpoint', 'checkpoint_sequential', 'tensor',
+           'zeros', 'ones', 'full', 'rand', 'randn', 'zeros_like', 'ones_like', 'autodiff_benchmarks']
 
 # %% ../nbs/02_autodiff.ipynb #ae66e0e9
 import contextlib, linecache, math, sys, threading
@@ -93,6 +94,16 @@ class _SavedBytes:
             self.current -= e[1]
 
 _saved = _SavedBytes()
+
+def saved_bytes() -> int:
+    "Bytes of activations the graph holds for backward right now."
+    return _saved.current
+
+def peak_saved_bytes() -> int:
+    "The most `saved_bytes()` has been since the last `reset_peak_saved_bytes()` (like torch.cuda.max_memory_allocated)."
+    return _saved.peak
+
+def reset_peak_saved_bytes(): _saved.peak = _saved.current
 
 class saved_activation_bytes:
     """Measure the activation memory the graph keeps for backward: `with saved_activation_bytes() as m: ...`, then
@@ -234,9 +245,8 @@ class Tensor:
         return Sum.apply(self, axis=_axes(self.ndim, axis if dim is None else dim),
                          keepdims=keepdims if keepdim is None else keepdim)
     def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
-        axes = _axes(self.ndim, axis if dim is None else dim)
-        n = int(np.prod([self.shape[a] for a in axes], dtype=np.int64))
-        return self.sum(axes, keepdims if keepdim is None else keepdim) * (1.0 / n if n else math.nan)
+        return Mean.apply(self, axis=_axes(self.ndim, axis if dim is None else dim),
+                          keepdims=keepdims if keepdim is None else keepdim)
     def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
         "Largest value over `axis` (like torch.amax: ties share the gradient equally)."
         axes = _axes(self.ndim, axis if dim is None else dim)
@@ -289,7 +299,9 @@ class Tensor:
         dims = range(self.ndim) if dim is None else [d % self.ndim for d in ((dim,) if isinstance(dim, int) else dim)]
         return self.reshape(tuple(s for i, s in enumerate(self.shape) if not (i in dims and s == 1)))
     def flatten(self): return self.reshape(-1)
-    def __getitem__(self, idx): return GetItem.apply(self, idx=_check_index(idx, self.shape))
+    def __getitem__(self, idx):
+        idx, advanced = _check_index(idx, self.shape)
+        return (Gather if advanced else GetItem).apply(self, idx=idx)
     def to(self, device): return self if _norm_device(device) == self.device else ToDevice.apply(self, device=_norm_device(device))
     def astype(self, dtype): return self if _norm_dtype(dtype) == self.dtype else Cast.apply(self, dtype=_norm_dtype(dtype))
     def float(self): return self.astype('float32')
@@ -317,7 +329,7 @@ class Tensor:
     def copy_(self, src): return self._inplace(lambda t: t._const(src).astype(t.dtype).broadcast_to(t.shape) * 1)
     __iadd__, __isub__, __imul__, __itruediv__ = add_, sub_, mul_, div_
     def __setitem__(self, idx, value):
-        idx = _check_index(idx, self.shape)
+        idx, _ = _check_index(idx, self.shape)
         self._inplace(lambda t: SetItem.apply(t, t._const(value).astype(t.dtype), idx=idx))
 
 def _is_num(v) -> bool: return isinstance(v, (int, float, np.number)) and not isinstance(v, np.complexfloating)
@@ -335,25 +347,43 @@ def _axes(ndim, axis) -> tuple:
     return tuple(sorted({int(a) % max(ndim, 1) for a in axes})) if ndim else ()
 
 def _check_index(idx, shape):
-    "Basic indexing only (ints, slices, None, Ellipsis): the result is a view, and its backward a scatter."
-    items = idx if isinstance(idx, tuple) else (idx,)
+    """Normalise an index. Basic items (ints, slices, None, Ellipsis) give a view whose backward is a scatter;
+    integer arrays (Tensor, NDArray, list, numpy) and boolean masks give a copy (a gather) whose backward adds
+    into the repeated positions. Returns (index, is_advanced)."""
+    items = list(idx) if isinstance(idx, tuple) else [idx]
+    out, advanced = [], False
     for it in items:
-        if isinstance(it, Tensor) or isinstance(it, (list, np.ndarray)) or isinstance(it, bool):
-            raise TypeError(f"index {it!r} is not supported: only ints, slices, None and ... (basic indexing); "
-                            f"use where() or a one-hot matmul for gathers")
+        if isinstance(it, Tensor): it = it.data
+        if isinstance(it, NDArray): it = it.numpy()
+        if isinstance(it, (list, np.ndarray)) or isinstance(it, (bool, np.bool_)):
+            a = np.asarray(it)
+            if a.dtype.kind == 'b':
+                out.extend(a.nonzero()) if a.ndim else out.append(a)  # a mask of k dims = k integer arrays
+                advanced = True
+                continue
+            if a.dtype.kind == 'f' and a.size and not np.all(a == np.round(a)):
+                raise IndexError(f"index arrays must hold integers, got {a.dtype} values")
+            if a.dtype.kind not in 'iuf' and a.size: raise TypeError(f"index of dtype {a.dtype} is not supported")
+            out.append(a.astype(np.int64))
+            advanced = True
+            continue
         if not (isinstance(it, (int, np.integer, slice)) or it is None or it is Ellipsis):
             raise TypeError(f"index {it!r} of type {type(it).__name__} is not supported")
-    dims = [s for s in shape]
-    n_real = sum(1 for it in items if it is not None and it is not Ellipsis)
+        out.append(it)
+    dims = list(shape)
+    n_real = sum(1 for it in out if it is not None and it is not Ellipsis)
     if n_real > len(dims): raise IndexError(f"too many indices ({n_real}) for a tensor of shape {tuple(shape)}")
     k = 0
-    for it in items:
+    for it in out:
         if it is Ellipsis: k += len(dims) - n_real; continue
         if it is None: continue
         if isinstance(it, (int, np.integer)) and not -dims[k] <= it < dims[k]:
             raise IndexError(f"index {it} is out of bounds for dimension {k} with size {dims[k]} (shape {tuple(shape)})")
+        if isinstance(it, np.ndarray) and it.size and not (-dims[k] <= it.min() and it.max() < dims[k]):
+            raise IndexError(f"index array with values in [{it.min()}, {it.max()}] is out of bounds for dimension {k} "
+                             f"with size {dims[k]} (shape {tuple(shape)})")
         k += 1
-    return idx
+    return tuple(out) if isinstance(idx, tuple) or len(out) != 1 else out[0], advanced
 
 def _assign(dst: NDArray, src: NDArray):
     "dst[...] = src, for every rank."
@@ -367,6 +397,7 @@ class Function:
     - `jvp(ctx, *tangents) -> tangent` of the output (forward mode; a tangent may be None = zero).
     `Op.apply(*tensors, **params)` runs it and records it on the graph when an input requires grad."""
     is_view = False       # the output shares the input's memory (and so its version counter)
+    saves_state = False   # backward needs state that the first backward frees (as torch: x * 2 keeps the 2)
     saves_output = False  # backward/jvp read `ctx.output`
 
     def __init__(self):
@@ -450,7 +481,7 @@ class Function:
         return t
 
     def _free_saved(self):
-        if self._saved or self._out is not None or self._segment is not None: self._freed = True
+        if self._saved or self._out is not None or self._segment is not None or self.saves_state: self._freed = True
         if self._segment is not None and self._mem is not None:
             seg, self._segment = self._segment, None
             seg.node_done()
@@ -587,6 +618,7 @@ class RSubScalar(Function):
     def jvp(self, t): return -t
 
 class MulScalar(Function):
+    saves_state = True
     def forward(self, x, c):
         self.c = c
         return x.data * c
@@ -594,6 +626,7 @@ class MulScalar(Function):
     def jvp(self, t): return t * self.c
 
 class DivScalar(Function):
+    saves_state = True
     def forward(self, x, c):
         self.c = c
         return x.data / c
@@ -704,6 +737,10 @@ def where(cond, a, b) -> Tensor:
     if cond.dtype != a.dtype: cond = Tensor._make((cond.data != 0).astype(a.dtype) if cond.dtype.kind == 'f' else cond.data.astype(a.dtype))
     return Where.apply(a, b, Tensor._make(cond.data), )
 
+def logsumexp(x, axis=None, keepdims=False, *, dim=None, keepdim=None) -> Tensor:
+    "log(sum(exp(x))) over `axis`, stable (see `Tensor.logsumexp`)."
+    return x.logsumexp(axis, keepdims, dim=dim, keepdim=keepdim)
+
 def maximum(a, b) -> Tensor: return a.maximum(b) if isinstance(a, Tensor) else b._const(a).maximum(b)
 def minimum(a, b) -> Tensor: return a.minimum(b) if isinstance(a, Tensor) else b._const(a).minimum(b)
 
@@ -748,6 +785,14 @@ class Sum(Function):
         return g.broadcast_to(shape)
     def backward(self, g): return self._expand(g)
     def jvp(self, t): return t.sum(self.axis, self.keepdims)
+
+class Mean(Sum):
+    "Sum divided by the count (NaN for an empty reduction, as numpy and torch)."
+    def forward(self, x, axis, keepdims):
+        self.n = int(np.prod([x.shape[a] for a in axis], dtype=np.int64))
+        return super().forward(x, axis, keepdims) / self.n if self.n else super().forward(x, axis, keepdims) * math.nan
+    def backward(self, g): return self._expand(g / self.n)
+    def jvp(self, t): return t.mean(self.axis, self.keepdims)
 
 class Max(Function):
     def forward(self, x, axis, keepdims):
@@ -809,16 +854,34 @@ class IndexScatter(Function):
     def backward(self, gg): return gg[self.idx]
     def jvp(self, t): return IndexScatter.apply(t, idx=self.idx, shape=self.shape)
 
+class Gather(Function):
+    "x[idx] with integer-array or mask indices (numpy's advanced indexing): a copy; backward adds into x's shape."
+    def forward(self, x, idx):
+        self.idx = idx
+        return NDArray(x.data.numpy()[idx], device=x.device)
+    def backward(self, g): return IndexAdd.apply(g, idx=self.idx, shape=self.in_shapes[0])
+    def jvp(self, t): return t[self.idx]
+
+class IndexAdd(Function):
+    "zeros(shape) with g added at idx, repeated positions accumulating (np.add.at): the gradient of a gather."
+    def forward(self, g, idx, shape):
+        self.idx, self.shape = idx, shape
+        out = np.zeros(shape, dtype=g.dtype)
+        np.add.at(out, idx, g.data.numpy())
+        return NDArray(out, device=g.device)
+    def backward(self, gg): return gg[self.idx]
+    def jvp(self, t): return IndexAdd.apply(t, idx=self.idx, shape=self.shape)
+
 class SetItem(Function):
     "x with x[idx] = v, out of place (Tensor.__setitem__ then writes it into x's memory)."
     def forward(self, x, v, idx):
         self.idx = idx
-        out = x.data * 1                                   # a fresh copy
-        target_shape = tuple(out[idx].shape)
+        out = x.data.numpy()                               # a fresh copy (numpy also does advanced indices)
+        target_shape = out[idx].shape
         if broadcast_shapes(v.shape, target_shape) != target_shape:
             raise ShapeError(f"setitem: value of shape {v.shape} cannot be broadcast to the indexed shape {target_shape}")
-        out[idx] = v.data.broadcast_to(target_shape) if v.shape != target_shape else v.data
-        return out
+        out[idx] = v.data.numpy()
+        return NDArray(out, device=x.device)
     def backward(self, g):
         gx = SetItem.apply(g, _zero_like(g[self.idx]), idx=self.idx) if self.needs_input_grad[0] else None
         gv = _unbroadcast(g[self.idx], self.in_shapes[1]) if self.needs_input_grad[1] else None
@@ -1186,6 +1249,10 @@ def gradcheck(func, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float =
     xs, _ = _tuple(inputs, 'inputs')
     diff = [k for k, x in enumerate(xs) if x.requires_grad]
     if not diff: raise ValueError("gradcheck: no input requires grad")
+    f_user = func
+    def func(*args):   # several outputs are checked as one flat vector
+        out = f_user(*args)
+        return out if isinstance(out, Tensor) else cat([o.reshape(-1) for o in out])
     for k in diff:
         if xs[k].dtype != DTYPES['float64']:
             raise TypeError(f"gradcheck: inputs[{k}] is {xs[k].dtype.name}; central differences need float64")
