@@ -13,7 +13,7 @@ pieces (hooks, lazy import, argument checks) against CPython's functions where C
 import os, subprocess, sys, textwrap, threading, time, traceback, types
 import importlib, importlib.util
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
 from tinygrad_book import imports as I
 
@@ -237,6 +237,45 @@ def test_main_and_run_module(tmp_path):
              "run_module('solo.py')"]
     assert_same_as_cpython(tmp_path, steps, expect_errors=[
         None, None, None, 'ImportError', 'ImportError', 'ImportError', 'ValueError', 'ImportError', 'ImportError'])
+
+
+# Random package trees: a few packages (regular or namespace, possibly nested), modules whose bodies import each
+# other absolutely and relatively (sometimes beyond the top, sometimes names that do not exist, sometimes in cycles),
+# some bodies raising; then every module is imported, in a random order. Two interpreters per example.
+PKGS = ['pa', 'pb', 'pa.sub']
+MODS = ['m1', 'm2', 'm3']
+
+@st.composite
+def random_tree(draw):
+    regular = {p: draw(st.booleans()) for p in PKGS}
+    modules = [f"{p}.{m}" for p in PKGS for m in MODS[:draw(st.integers(1, 3))]]
+    files = {}
+    for p in PKGS:
+        if regular[p]:
+            lines = draw(st.lists(st.sampled_from([f"from . import {m}" for m in MODS] + ["X = 1", "import pb"]), max_size=2))
+            files[p.replace('.', '/') + '/__init__.py'] = '\n'.join(lines) + '\n'
+    for mod in modules:
+        pkg = mod.rpartition('.')[0]
+        choices = ([f"import {o}" for o in modules] + [f"from {o.rpartition('.')[0]} import {o.rpartition('.')[2]}" for o in modules]
+                   + [f"from . import {m}" for m in MODS] + [f"from .. import {m}" for m in MODS] + ["from ... import zz"]
+                   + [f"from {o} import NAME" for o in modules] + ["raise ValueError('boom in ' + __name__)", "import missing_mod"])
+        body = draw(st.lists(st.sampled_from(choices), max_size=3))
+        files[mod.replace('.', '/') + '.py'] = "NAME = __name__\n" + '\n'.join(body) + '\n'
+    if not regular['pa'] and regular['pa.sub']: pass              # a regular package inside a namespace package: fine
+    order = draw(st.permutations(modules))
+    return files, [f"import {m}" for m in order] + [f"import_module({m!r})" for m in order[:2]]
+
+@settings(max_examples=8, deadline=None)
+@given(random_tree())
+def test_random_trees_match_cpython(tree):
+    import shutil, tempfile
+    files, steps = tree
+    root = tempfile.mkdtemp(prefix='imports_random_')
+    try:
+        I.write_tree(root, files, log=True)
+        assert_same_as_cpython(root, steps)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_python_dash_m_itself(tmp_path):

@@ -641,7 +641,10 @@ else:
                run_module=run_module, resolve_name=importlib.util.resolve_name)
 baseline = set(sys.modules)
 
-def listed(p): return None if p is None else list(p)
+def listed(p):
+    if p is None: return None
+    try: return list(p)
+    except Exception as e: return f"<{type(e).__name__}: {e}>"   # a namespace path whose parent is gone, say
 
 def describe(m):
     if m is None: return None
