@@ -10,7 +10,8 @@
 //   reduce                   sum / max / min / argmax / argmin over the last n dimensions
 //   matmul                   batched (*batch, M, K) @ (*batch, K, N); naive, cache-blocked, or packed and
 //                            register-blocked (the default) - the chapter measures each step
-// Loops are parallelised with OpenMP above a size threshold; inner loops are written so GCC vectorises them.
+// Loops above a size threshold are spread over threads (WorkPool below); inner loops are written so that GCC
+// vectorises them (OpenMP `simd` pragmas, 512-bit vectors on AVX-512 CPUs).
 // GCC's -march=native on AVX-512 CPUs (Skylake-X and later) vectorises with 256-bit registers by default, to avoid
 // the clock slowdown that 512-bit instructions cost on early models. Our loops are long and compute-heavy (exp,
 // tanh), where twice the width wins. Set before any include, so that every function shares the same target options
@@ -25,10 +26,15 @@
 #include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <limits>
+#include <memory>
+#include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fast_math.h"
@@ -41,12 +47,10 @@ using tgb::Layout;
 
 constexpr int64_t kParallelMin = 1 << 15;  // elements below which threads cost more than they save
 
-// How many threads a parallel loop over `work` elements uses. A fixed count if set_threads(n > 0) was called;
-// otherwise (the default) adaptive: one thread per core that is not running another process right now
-// (procs_running in /proc/loadavg, re-read at most every 20 ms). On a shared machine whose cores are all busy, a
-// second thread is not a second core: it waits to be scheduled, and the region's closing barrier waits for it -
-// measured here, 2 threads made a 5 ms exp take 24 ms under a load of 5 on 2 cores. OMP_DYNAMIC does the same from
-// the 15-minute load average, too slowly to follow other jobs starting and stopping.
+// ------------------------------------------------------------------------------------------------ threads
+// How many threads a parallel loop over `work` elements uses: a fixed count if set_threads(n > 0) was called,
+// otherwise (the default) one per core that is not running another process right now (procs_running in
+// /proc/loadavg, re-read at most every 20 ms).
 std::atomic<int> g_threads{0};
 std::atomic<int64_t> g_idle_checked_ns{0};
 std::atomic<int> g_idle_threads{1};
@@ -72,12 +76,90 @@ int idle_threads() {
 int pick_threads(int64_t work) {
   if (work < kParallelMin) return 1;
   const int fixed = g_threads.load(std::memory_order_relaxed);
-  return std::max(1, std::min(omp_get_max_threads(), fixed > 0 ? fixed : idle_threads()));
+  return std::max(1, std::min(omp_get_num_procs(), fixed > 0 ? fixed : idle_threads()));
 }
 
 int64_t set_threads(int64_t n) {
   TORCH_CHECK(n >= 0, "set_threads: n must be >= 0 (0: adaptive), got ", n);
   return g_threads.exchange((int)n);
+}
+
+// A pool of helper threads that never makes the caller wait for a helper that has not started.
+// An OpenMP parallel region ends with a barrier that every thread of the team must reach. On a shared machine
+// whose cores are all busy, a woken helper can wait milliseconds for a core, and the whole region waits with it
+// (on the book's shared 2-core machine this made 2-thread OpenMP loops several times slower than 1 thread). Here the work is a
+// list of chunks claimed one at a time from an atomic counter, by the caller and by whichever helpers are running;
+// the caller waits only for chunks that were claimed and are still being computed. A helper that wakes late finds
+// nothing left to claim. With no free core the caller simply does all the work, as a single thread would.
+class WorkPool {
+  struct Job {
+    std::function<void(int64_t)> f;
+    int64_t n = 0;
+    std::atomic<int64_t> next{0}, done{0};
+  };
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::shared_ptr<Job> job_;  // the latest job; helpers hold their own reference while they work on it
+  uint64_t gen_ = 0;
+
+  static void work(Job& j) {
+    for (int64_t i; (i = j.next.fetch_add(1, std::memory_order_relaxed)) < j.n;) {
+      j.f(i);
+      j.done.fetch_add(1, std::memory_order_release);
+    }
+  }
+  void helper() {
+    uint64_t seen = 0;
+    for (;;) {
+      std::shared_ptr<Job> j;
+      {
+        std::unique_lock<std::mutex> lock(m_);
+        cv_.wait(lock, [&] { return gen_ != seen; });
+        seen = gen_;
+        j = job_;
+      }
+      work(*j);
+    }
+  }
+  WorkPool() {
+    for (int t = 1; t < omp_get_num_procs(); ++t) std::thread([this] { helper(); }).detach();
+  }
+
+ public:
+  static WorkPool& get() {
+    static WorkPool* pool = new WorkPool();  // never destroyed: helpers may still be waiting at exit
+    return *pool;
+  }
+  // f(i) for i in [0, n), spread over the caller and the helpers; returns when every call has returned.
+  // The caller claims chunks too, so this is correct (if serial) even where no helper ever runs (after fork()).
+  template <class F> void run(int64_t n, const F& f) {
+    auto j = std::make_shared<Job>();
+    j->f = [&f](int64_t i) { f(i); };  // f outlives every call: no index >= n is ever run
+    j->n = n;
+    {
+      std::lock_guard<std::mutex> lock(m_);
+      job_ = j;
+      ++gen_;
+    }
+    cv_.notify_all();
+    work(*j);
+    for (int spin = 0; j->done.load(std::memory_order_acquire) < n; ++spin)
+      if (spin > 1000) std::this_thread::yield();  // a helper is finishing a chunk
+  }
+};
+
+// f(i) for i in [0, n) over `work` elements in all, in parallel when it pays: chunks of about 16K elements.
+template <class F> void parallel_for(int64_t n, int64_t work, const F& f) {
+  if (n <= 1 || pick_threads(work) <= 1) {
+    for (int64_t i = 0; i < n; ++i) f(i);
+    return;
+  }
+  const int64_t per = std::max<int64_t>(1, (int64_t)((double)n * 16384.0 / (double)std::max<int64_t>(work, 1)));
+  const int64_t chunks = (n + per - 1) / per;
+  WorkPool::get().run(chunks, [&](int64_t c) {
+    const int64_t i1 = std::min(n, (c + 1) * per);
+    for (int64_t i = c * per; i < i1; ++i) f(i);
+  });
 }
 
 std::vector<int64_t> vec(IntList a) { return std::vector<int64_t>(a.begin(), a.end()); }
@@ -164,16 +246,13 @@ void ewise(const Layout<NIN + 1>& L, TO* out, std::array<const TI*, NIN> in, con
   const int outer_dims = tiled ? nd - 2 : nd - 1;
   int64_t n_outer = 1;
   for (int d = 0; d < outer_dims; ++d) n_outer *= L.shape[d];
-  const int nt = pick_threads(total);
   // work items: (outer index, row tile, column tile) when tiled; else (outer index, chunk of the row), where a
   // long row is cut into chunks so that a few long rows (or one: a compact array) still spread over the threads
   const int64_t tiles_mid = tiled ? (n_mid + T - 1) / T : 1;
-  const int64_t tiles_in = tiled ? (n_in + T - 1) / T
-                                 : (nt > 1 && n_outer < 4 * nt ? std::max<int64_t>(1, std::min<int64_t>(4 * nt, n_in / 4096)) : 1);
+  const int64_t tiles_in = tiled ? (n_in + T - 1) / T : (n_outer < 64 ? std::max<int64_t>(1, n_in / 16384) : 1);
   const int64_t chunk = tiled ? T : (n_in + tiles_in - 1) / tiles_in;
   const int64_t n_items = n_outer * tiles_mid * tiles_in;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (int64_t item = 0; item < n_items; ++item) {
+  parallel_for(n_items, total, [&](int64_t item) {
     int64_t rest = item / (tiles_mid * tiles_in);
     const int64_t tile = item % (tiles_mid * tiles_in);
     std::array<int64_t, NIN + 1> off{};
@@ -198,7 +277,7 @@ void ewise(const Layout<NIN + 1>& L, TO* out, std::array<const TI*, NIN> in, con
                                 L.stride[nd - 1][0], p, s_in, f);
       }
     }
-  }
+  });
 }  // ewise
 
 // ---------------------------------------------------------------------------------------------- the ops' math
@@ -498,9 +577,7 @@ void reduce_kernel(const T* a, const ReduceLayout& RL, int64_t n_out, int64_t n_
     std::vector<int64_t> kshape_o(RL.kshape.begin(), RL.kshape.end() - 1), kstride_o(RL.kstride.begin(), RL.kstride.end() - 1);
     const int64_t CB = 512;  // columns per work item: 512 accumulators stay in L1
     const int64_t n_cb = (nc + CB - 1) / CB;
-  const int nt = pick_threads(work);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (int64_t item = 0; item < outer * n_cb; ++item) {
+    parallel_for(outer * n_cb, work, [&](int64_t item) {
       const int64_t oi = item / n_cb, c0 = (item % n_cb) * CB, c1 = std::min(nc, c0 + CB);
       int64_t base = 0, rest = oi;
       for (int d = (int)kshape_o.size() - 1; d >= 0; --d) { base += (rest % kshape_o[d]) * kstride_o[d]; rest /= kshape_o[d]; }
@@ -515,13 +592,11 @@ void reduce_kernel(const T* a, const ReduceLayout& RL, int64_t n_out, int64_t n_
         }
       });
       for (int64_t c = 0; c < c1 - c0; ++c) out[oi * nc + c0 + c] = T(acc[c]);
-    }
+    });
     return;
   }
   // One output element at a time: its reduced elements are visited run by run.
-  const int nt = n_out > 1 ? pick_threads(work) : 1;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (int64_t o = 0; o < n_out; ++o) {
+  parallel_for(n_out, work, [&](int64_t o) {
     int64_t base = 0, rest = o;
     for (int d = (int)RL.kshape.size() - 1; d >= 0; --d) { base += (rest % RL.kshape[d]) * RL.kstride[d]; rest /= RL.kshape[d]; }
     A acc = R::init();
@@ -530,22 +605,21 @@ void reduce_kernel(const T* a, const ReduceLayout& RL, int64_t n_out, int64_t n_
       else for (int64_t i = 0; i < n; ++i) acc = R::step(acc, a[base + off + i * s]);
     });
     out[o] = T(acc);
-  }
+  });
 }
 
-// Full reductions to one element: split the elements over threads, then merge the partial results.
+// Full reductions of a contiguous run to one element: reduce fixed slices in parallel, then merge the partial
+// results in order (so the answer does not depend on the number of threads).
 template <class T, class R>
 bool reduce_all_parallel(const T* a, const ReduceLayout& RL, int64_t n_red, T* out) {
   if (RL.rshape.size() != 1 || RL.rstride[0] != 1 || n_red < kParallelMin || !RL.kshape.empty()) return false;
   using A = typename R::A;
-  const int nt = pick_threads(n_red);
-  std::vector<A> part(nt, R::init());
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    const int t = omp_get_thread_num(), n = omp_get_num_threads();
-    const int64_t lo = n_red * t / n, hi = n_red * (t + 1) / n;
+  const int64_t parts = std::min<int64_t>(64, n_red / 16384);
+  std::vector<A> part(parts, R::init());
+  parallel_for(parts, n_red, [&](int64_t t) {
+    const int64_t lo = n_red * t / parts, hi = n_red * (t + 1) / parts;
     part[t] = reduce_run<T, R>(a + lo, hi - lo);
-  }
+  });
   A acc = R::init();
   for (auto p : part) acc = R::merge(acc, p);
   out[0] = T(acc);
@@ -554,9 +628,7 @@ bool reduce_all_parallel(const T* a, const ReduceLayout& RL, int64_t n_red, T* o
 
 template <class T, bool IS_MAX>
 void argreduce_kernel(const T* a, const ReduceLayout& RL, int64_t n_out, int64_t n, int64_t stride, int64_t* out) {
-  const int nt = n_out > 1 ? pick_threads(n_out * n) : 1;
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (int64_t o = 0; o < n_out; ++o) {
+  parallel_for(n_out, n_out * n, [&](int64_t o) {
     int64_t base = 0, rest = o;
     for (int d = (int)RL.kshape.size() - 1; d >= 0; --d) { base += (rest % RL.kshape[d]) * RL.kstride[d]; rest /= RL.kshape[d]; }
     const T* p = a + base;
@@ -569,7 +641,7 @@ void argreduce_kernel(const T* a, const ReduceLayout& RL, int64_t n_out, int64_t
         if (IS_MAX ? v > best : v < best) { best = v; bi = i; }
       }
     out[o] = bi;
-  }
+  });
 }
 
 void reduce_cpu(c10::string_view op_, const at::Tensor& a, IntList shape_, IntList as, int64_t ao, int64_t n_reduce,
@@ -616,14 +688,13 @@ struct MatView { int64_t rs, cs; };  // row and column strides
 // of B is read with stride N (a new cache line per element), and nothing is reused from one (i, j) to the next.
 template <class T>
 void mm_naive(const T* A, MatView a, const T* B, MatView b, T* C, int64_t ldc, int64_t M, int64_t N, int64_t K) {
-  const int nt = pick_threads(M * N * K);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-  for (int64_t i = 0; i < M; ++i)
+  parallel_for(M, M * N * K, [&](int64_t i) {
     for (int64_t j = 0; j < N; ++j) {
       acc_t<T> acc = 0;
       for (int64_t k = 0; k < K; ++k) acc += acc_t<T>(A[i * a.rs + k * a.cs]) * acc_t<T>(B[k * b.rs + j * b.cs]);
       C[i * ldc + j] = T(acc);
     }
+  });
 }
 
 // Step 2, blocked: loop order i-k-j (the inner loop runs along a row of B and a row of C, contiguous when B is
@@ -632,10 +703,9 @@ void mm_naive(const T* A, MatView a, const T* B, MatView b, T* C, int64_t ldc, i
 template <class T>
 void mm_blocked(const T* A, MatView a, const T* B, MatView b, T* C, int64_t ldc, int64_t M, int64_t N, int64_t K) {
   constexpr int64_t MB = 64, NB = 256, KB = 128;
-  const int nt = pick_threads(M * N * K);
-#pragma omp parallel for schedule(static) collapse(2) num_threads(nt) if (nt > 1)
-  for (int64_t i0 = 0; i0 < M; i0 += MB)
-    for (int64_t j0 = 0; j0 < N; j0 += NB) {
+  const int64_t tiles_j = (N + NB - 1) / NB;
+  parallel_for(((M + MB - 1) / MB) * tiles_j, M * N * K, [&](int64_t tile) {
+      const int64_t i0 = (tile / tiles_j) * MB, j0 = (tile % tiles_j) * NB;
       const int64_t i1 = std::min(M, i0 + MB), j1 = std::min(N, j0 + NB);
       for (int64_t i = i0; i < i1; ++i)
         for (int64_t j = j0; j < j1; ++j) C[i * ldc + j] = T(0);
@@ -655,7 +725,7 @@ void mm_blocked(const T* A, MatView a, const T* B, MatView b, T* C, int64_t ldc,
           }
         }
       }
-    }
+  });
 }
 
 // Step 3, packed and register-blocked (the structure of GotoBLAS/BLIS). A micro-kernel computes an MR x NR tile
@@ -710,20 +780,16 @@ static inline void micro_kernel(int64_t kc, const T* __restrict__ Ap, const T* _
 }
 
 template <class T>
-void pack_B(const T* B, MatView b, int64_t k0, int64_t kc, int64_t j0, int64_t nc, T* Bp) {
+void pack_B_panel(const T* B, MatView b, int64_t k0, int64_t kc, int64_t j0, int64_t nc, int64_t p, T* Bp) {
   constexpr int NR = MicroShape<T>::NR;
-  const int64_t panels = (nc + NR - 1) / NR;
-#pragma omp for schedule(static)
-  for (int64_t p = 0; p < panels; ++p) {
-    T* dst = Bp + p * NR * kc;
-    const int64_t jn = std::min<int64_t>(NR, nc - p * NR);
-    for (int64_t k = 0; k < kc; ++k) {
-      const T* src = B + (k0 + k) * b.rs + (j0 + p * NR) * b.cs;
-      if (b.cs == 1 && jn == NR) std::memcpy(dst + k * NR, src, NR * sizeof(T));
-      else {
-        for (int64_t j = 0; j < jn; ++j) dst[k * NR + j] = src[j * b.cs];
-        for (int64_t j = jn; j < NR; ++j) dst[k * NR + j] = T(0);
-      }
+  T* dst = Bp + p * NR * kc;
+  const int64_t jn = std::min<int64_t>(NR, nc - p * NR);
+  for (int64_t k = 0; k < kc; ++k) {
+    const T* src = B + (k0 + k) * b.rs + (j0 + p * NR) * b.cs;
+    if (b.cs == 1 && jn == NR) std::memcpy(dst + k * NR, src, NR * sizeof(T));
+    else {
+      for (int64_t j = 0; j < jn; ++j) dst[k * NR + j] = src[j * b.cs];
+      for (int64_t j = jn; j < NR; ++j) dst[k * NR + j] = T(0);
     }
   }
 }
@@ -756,27 +822,24 @@ void mm_packed(const T* A, MatView a, const T* B, MatView b, T* C, int64_t ldc, 
     for (int64_t i = 0; i < M; ++i) for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = T(0);
     return;
   }
-  const int nt = pick_threads(M * N * K);
   std::vector<T> Bp(((std::min(N, NC) + NR - 1) / NR) * NR * KC);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    std::vector<T> Ap(((MC + MR - 1) / MR) * MR * KC);
-    for (int64_t j0 = 0; j0 < N; j0 += NC) {
-      const int64_t nc = std::min(NC, N - j0);
-      for (int64_t k0 = 0; k0 < K; k0 += KC) {
-        const int64_t kc = std::min(KC, K - k0);
-        pack_B(B, b, k0, kc, j0, nc, Bp.data());  // shared: every thread packs some panels (implicit barrier)
-        // split the rows of C over threads; each packs its own block of A
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t i0 = 0; i0 < M; i0 += MC) {
-          const int64_t mc = std::min(MC, M - i0);
-          pack_A(A, a, i0, mc, k0, kc, Ap.data());
-          for (int64_t jr = 0; jr < nc; jr += NR)
-            for (int64_t ir = 0; ir < mc; ir += MR)
-              micro_kernel<T>(kc, Ap.data() + ir * kc, Bp.data() + jr * kc, C + (i0 + ir) * ldc + j0 + jr, ldc,
-                              (int)std::min<int64_t>(MR, mc - ir), (int)std::min<int64_t>(NR, nc - jr), k0 > 0);
-        }  // implicit barrier: nobody repacks B while another thread still reads it
-      }
+  for (int64_t j0 = 0; j0 < N; j0 += NC) {
+    const int64_t nc = std::min(NC, N - j0);
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+      const int64_t kc = std::min(KC, K - k0);
+      const int64_t panels = (nc + NR - 1) / NR;
+      parallel_for(panels, panels * NR * kc, [&](int64_t p) { pack_B_panel(B, b, k0, kc, j0, nc, p, Bp.data()); });
+      // blocks of MC rows of C go to the threads; each packs its own block of A
+      parallel_for((M + MC - 1) / MC, M * nc * kc, [&](int64_t ib) {
+        thread_local std::vector<T> Ap;
+        Ap.resize(((MC + MR - 1) / MR) * MR * KC);
+        const int64_t i0 = ib * MC, mc = std::min(MC, M - i0);
+        pack_A(A, a, i0, mc, k0, kc, Ap.data());
+        for (int64_t jr = 0; jr < nc; jr += NR)
+          for (int64_t ir = 0; ir < mc; ir += MR)
+            micro_kernel<T>(kc, Ap.data() + ir * kc, Bp.data() + jr * kc, C + (i0 + ir) * ldc + j0 + jr, ldc,
+                            (int)std::min<int64_t>(MR, mc - ir), (int)std::min<int64_t>(NR, nc - jr), k0 > 0);
+      });
     }
   }
 }
