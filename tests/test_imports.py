@@ -252,7 +252,8 @@ def random_tree(draw):
     files = {}
     for p in PKGS:
         if regular[p]:
-            lines = draw(st.lists(st.sampled_from([f"from . import {m}" for m in MODS] + ["X = 1", "import pb"]), max_size=2))
+            lines = draw(st.lists(st.sampled_from([f"from . import {m}" for m in MODS] + ["X = 1", "import pb", "from .m1 import *",
+                                                   f"__all__ = {MODS[:2]!r}", "from .. import pb"]), max_size=2))
             files[p.replace('.', '/') + '/__init__.py'] = '\n'.join(lines) + '\n'
     for mod in modules:
         pkg = mod.rpartition('.')[0]
@@ -263,7 +264,12 @@ def random_tree(draw):
         files[mod.replace('.', '/') + '.py'] = "NAME = __name__\n" + '\n'.join(body) + '\n'
     if not regular['pa'] and regular['pa.sub']: pass              # a regular package inside a namespace package: fine
     order = draw(st.permutations(modules))
-    return files, [f"import {m}" for m in order] + [f"import_module({m!r})" for m in order[:2]]
+    extra = draw(st.lists(st.sampled_from([f"import sys; sys.modules[{m!r}] = None" for m in modules]
+                                          + [f"from {p} import *" for p in PKGS] + [f"import_module('.m1', {p!r})" for p in PKGS]),
+                          max_size=3))
+    steps = [f"import {m}" for m in order] + [f"import_module({m!r})" for m in order[:2]]
+    for i, e in enumerate(extra): steps.insert(draw(st.integers(0, len(steps))), e)
+    return files, steps
 
 @settings(max_examples=8, deadline=None)
 @given(random_tree())
