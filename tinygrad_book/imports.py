@@ -9,8 +9,9 @@ __all__ = ['SourceFileLoader', 'SourcelessFileLoader', 'NamespaceLoader', 'FileF
            'ImportWatcher', 'when_imported', 'SourceMapImporter', 'DictImporter', 'SQLiteImporter', 'AutoInstaller',
            'ImportNode', 'ImportTrace', 'trace_imports', 'trace_module', 'main', 'benchmark']
 
-# %% ../nbs/08_imports.ipynb #4a8fcd53
-import _imp, _thread, builtins, marshal, os, sys, threading, types, warnings
+# %% ../nbs/08_imports.ipynb #f90dfedd
+import _imp, _thread, builtins, marshal, os, sys, types, warnings   # no threading: `_thread` is always loaded, and
+# importing this module must not pre-load what a traced import would load (see `trace_imports`)
 import importlib._bootstrap as _bootstrap            # only for the per-module locks, shared with CPython's imports
 import importlib.machinery as _machinery
 from importlib.machinery import ModuleSpec
@@ -745,7 +746,7 @@ class LazyLoader:
         module.__spec__.loader = self.loader
         module.__loader__ = self.loader
         module.__spec__.loader_state = {'dict_then': module.__dict__.copy(), 'is_loading': False,
-                                        'lock': threading.RLock()}
+                                        'lock': _thread.RLock()}
         module.__class__ = _LazyModule
 
 def lazy_import(name):
@@ -904,7 +905,7 @@ class SQLiteImporter(SourceMapImporter):
         if not os.path.isfile(db_path): raise FileNotFoundError(f"db_path {db_path!r} is not a file")
         self.db_path = str(db_path)
         self._con = sqlite3.connect(self.db_path, check_same_thread=False)   # imports happen in any thread
-        self._lock = threading.Lock()
+        self._lock = _thread.allocate_lock()
     def _filename(self, name, is_package):
         return f"{self.db_path}/{name.replace('.', '/')}{'/__init__' if is_package else ''}.py"
     def _lookup(self, name):
