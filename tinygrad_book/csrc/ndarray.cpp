@@ -50,7 +50,9 @@ constexpr int64_t kParallelMin = 1 << 15;  // elements below which threads cost 
 // ------------------------------------------------------------------------------------------------ threads
 // How many threads a parallel loop over `work` elements uses: a fixed count if set_threads(n > 0) was called,
 // otherwise (the default) one per core that is not running another process right now (procs_running in
-// /proc/loadavg, re-read at most every 20 ms).
+// /proc/loadavg, re-read at most every 20 ms), and only for compute-bound loops (`heavy`: transcendentals,
+// matmul). A memory-bound loop (add, compare, copy, sum) is limited by the memory system, which a second core of
+// a small shared machine adds little to, while the thread still costs a wake-up and a wait.
 std::atomic<int> g_threads{0};
 std::atomic<int64_t> g_idle_checked_ns{0};
 std::atomic<int> g_idle_threads{1};
@@ -73,10 +75,11 @@ int idle_threads() {
   return g_idle_threads.load(std::memory_order_relaxed);
 }
 
-int pick_threads(int64_t work) {
+int pick_threads(int64_t work, bool heavy) {
   if (work < kParallelMin) return 1;
   const int fixed = g_threads.load(std::memory_order_relaxed);
-  return std::max(1, std::min(omp_get_num_procs(), fixed > 0 ? fixed : idle_threads()));
+  if (fixed > 0) return std::min(omp_get_num_procs(), fixed);
+  return heavy ? std::max(1, std::min(omp_get_num_procs(), idle_threads())) : 1;
 }
 
 int64_t set_threads(int64_t n) {
@@ -149,8 +152,8 @@ class WorkPool {
 };
 
 // f(i) for i in [0, n) over `work` elements in all, in parallel when it pays: chunks of about 16K elements.
-template <class F> void parallel_for(int64_t n, int64_t work, const F& f) {
-  if (n <= 1 || pick_threads(work) <= 1) {
+template <class F> void parallel_for(int64_t n, int64_t work, bool heavy, const F& f) {
+  if (n <= 1 || pick_threads(work, heavy) <= 1) {
     for (int64_t i = 0; i < n; ++i) f(i);
     return;
   }
@@ -228,7 +231,7 @@ inline void inner_loop(int64_t n, TO* o, int64_t so, const std::array<const TI*,
 // (a transposed view: stride 1 on the second-innermost dimension, not the innermost), the two innermost dimensions
 // are walked in 32x32 tiles instead, so the cache lines of that input are reused while they are still in L1.
 template <int NIN, class TO, class TI, class F>
-void ewise(const Layout<NIN + 1>& L, TO* out, std::array<const TI*, NIN> in, const F& f) {
+void ewise(const Layout<NIN + 1>& L, TO* out, std::array<const TI*, NIN> in, const F& f, bool heavy = false) {
   if (L.empty) return;
   const int nd = (int)L.shape.size();
   if (nd == 0) {  // a single element
@@ -252,7 +255,7 @@ void ewise(const Layout<NIN + 1>& L, TO* out, std::array<const TI*, NIN> in, con
   const int64_t tiles_in = tiled ? (n_in + T - 1) / T : (n_outer < 64 ? std::max<int64_t>(1, n_in / 16384) : 1);
   const int64_t chunk = tiled ? T : (n_in + tiles_in - 1) / tiles_in;
   const int64_t n_items = n_outer * tiles_mid * tiles_in;
-  parallel_for(n_items, total, [&](int64_t item) {
+  parallel_for(n_items, total, heavy, [&](int64_t item) {
     int64_t rest = item / (tiles_mid * tiles_in);
     const int64_t tile = item % (tiles_mid * tiles_in);
     std::array<int64_t, NIN + 1> off{};
@@ -434,7 +437,8 @@ void unary_cpu(c10::string_view op_, const at::Tensor& a, IntList as, int64_t ao
   auto L = tgb::collapse<2>(shape, {os.data(), as.data()});
   TGB_DISPATCH(out.scalar_type(), "unary", [&] {
     using T = scalar_t;
-    with_unary<T>(op, [&](auto f) { ewise<1, T, T>(L, out.data_ptr<T>() + oo, {a.data_ptr<T>() + ao}, f); });
+    const bool heavy = op == "exp" || op == "log" || op == "tanh" || op == "sigmoid";
+    with_unary<T>(op, [&](auto f) { ewise<1, T, T>(L, out.data_ptr<T>() + oo, {a.data_ptr<T>() + ao}, f, heavy); });
   });
 }
 
@@ -451,7 +455,7 @@ void binary_cpu(c10::string_view op_, const at::Tensor& a, IntList as, int64_t a
   TGB_DISPATCH(out.scalar_type(), "binary", [&] {
     using T = scalar_t;
     with_binary<T>(op, [&](auto f) {
-      ewise<2, T, T>(L, out.data_ptr<T>() + oo, {a.data_ptr<T>() + ao, b.data_ptr<T>() + bo}, f);
+      ewise<2, T, T>(L, out.data_ptr<T>() + oo, {a.data_ptr<T>() + ao, b.data_ptr<T>() + bo}, f, op == "pow");
     });
   });
 }
@@ -474,8 +478,8 @@ void scalar_cpu(c10::string_view op_, const at::Tensor& a, IntList as, int64_t a
       return;
     }
     with_binary<T>(op, [&](auto f) {
-      if (reverse) ewise<1, T, T>(L, o, {p}, [f, v](T x) { return f(v, x); });
-      else ewise<1, T, T>(L, o, {p}, [f, v](T x) { return f(x, v); });
+      if (reverse) ewise<1, T, T>(L, o, {p}, [f, v](T x) { return f(v, x); }, op == "pow");
+      else ewise<1, T, T>(L, o, {p}, [f, v](T x) { return f(x, v); }, op == "pow");
     });
   });
 }
@@ -577,7 +581,7 @@ void reduce_kernel(const T* a, const ReduceLayout& RL, int64_t n_out, int64_t n_
     std::vector<int64_t> kshape_o(RL.kshape.begin(), RL.kshape.end() - 1), kstride_o(RL.kstride.begin(), RL.kstride.end() - 1);
     const int64_t CB = 512;  // columns per work item: 512 accumulators stay in L1
     const int64_t n_cb = (nc + CB - 1) / CB;
-    parallel_for(outer * n_cb, work, [&](int64_t item) {
+    parallel_for(outer * n_cb, work, false, [&](int64_t item) {
       const int64_t oi = item / n_cb, c0 = (item % n_cb) * CB, c1 = std::min(nc, c0 + CB);
       int64_t base = 0, rest = oi;
       for (int d = (int)kshape_o.size() - 1; d >= 0; --d) { base += (rest % kshape_o[d]) * kstride_o[d]; rest /= kshape_o[d]; }
@@ -596,7 +600,7 @@ void reduce_kernel(const T* a, const ReduceLayout& RL, int64_t n_out, int64_t n_
     return;
   }
   // One output element at a time: its reduced elements are visited run by run.
-  parallel_for(n_out, work, [&](int64_t o) {
+  parallel_for(n_out, work, false, [&](int64_t o) {
     int64_t base = 0, rest = o;
     for (int d = (int)RL.kshape.size() - 1; d >= 0; --d) { base += (rest % RL.kshape[d]) * RL.kstride[d]; rest /= RL.kshape[d]; }
     A acc = R::init();
@@ -616,7 +620,7 @@ bool reduce_all_parallel(const T* a, const ReduceLayout& RL, int64_t n_red, T* o
   using A = typename R::A;
   const int64_t parts = std::min<int64_t>(64, n_red / 16384);
   std::vector<A> part(parts, R::init());
-  parallel_for(parts, n_red, [&](int64_t t) {
+  parallel_for(parts, n_red, false, [&](int64_t t) {
     const int64_t lo = n_red * t / parts, hi = n_red * (t + 1) / parts;
     part[t] = reduce_run<T, R>(a + lo, hi - lo);
   });
@@ -628,7 +632,7 @@ bool reduce_all_parallel(const T* a, const ReduceLayout& RL, int64_t n_red, T* o
 
 template <class T, bool IS_MAX>
 void argreduce_kernel(const T* a, const ReduceLayout& RL, int64_t n_out, int64_t n, int64_t stride, int64_t* out) {
-  parallel_for(n_out, n_out * n, [&](int64_t o) {
+  parallel_for(n_out, n_out * n, false, [&](int64_t o) {
     int64_t base = 0, rest = o;
     for (int d = (int)RL.kshape.size() - 1; d >= 0; --d) { base += (rest % RL.kshape[d]) * RL.kstride[d]; rest /= RL.kshape[d]; }
     const T* p = a + base;
@@ -688,7 +692,7 @@ struct MatView { int64_t rs, cs; };  // row and column strides
 // of B is read with stride N (a new cache line per element), and nothing is reused from one (i, j) to the next.
 template <class T>
 void mm_naive(const T* A, MatView a, const T* B, MatView b, T* C, int64_t ldc, int64_t M, int64_t N, int64_t K) {
-  parallel_for(M, M * N * K, [&](int64_t i) {
+  parallel_for(M, M * N * K, true, [&](int64_t i) {
     for (int64_t j = 0; j < N; ++j) {
       acc_t<T> acc = 0;
       for (int64_t k = 0; k < K; ++k) acc += acc_t<T>(A[i * a.rs + k * a.cs]) * acc_t<T>(B[k * b.rs + j * b.cs]);
@@ -704,7 +708,7 @@ template <class T>
 void mm_blocked(const T* A, MatView a, const T* B, MatView b, T* C, int64_t ldc, int64_t M, int64_t N, int64_t K) {
   constexpr int64_t MB = 64, NB = 256, KB = 128;
   const int64_t tiles_j = (N + NB - 1) / NB;
-  parallel_for(((M + MB - 1) / MB) * tiles_j, M * N * K, [&](int64_t tile) {
+  parallel_for(((M + MB - 1) / MB) * tiles_j, M * N * K, true, [&](int64_t tile) {
       const int64_t i0 = (tile / tiles_j) * MB, j0 = (tile % tiles_j) * NB;
       const int64_t i1 = std::min(M, i0 + MB), j1 = std::min(N, j0 + NB);
       for (int64_t i = i0; i < i1; ++i)
@@ -828,9 +832,9 @@ void mm_packed(const T* A, MatView a, const T* B, MatView b, T* C, int64_t ldc, 
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
       const int64_t kc = std::min(KC, K - k0);
       const int64_t panels = (nc + NR - 1) / NR;
-      parallel_for(panels, panels * NR * kc, [&](int64_t p) { pack_B_panel(B, b, k0, kc, j0, nc, p, Bp.data()); });
+      parallel_for(panels, panels * NR * kc, false, [&](int64_t p) { pack_B_panel(B, b, k0, kc, j0, nc, p, Bp.data()); });
       // blocks of MC rows of C go to the threads; each packs its own block of A
-      parallel_for((M + MC - 1) / MC, M * nc * kc, [&](int64_t ib) {
+      parallel_for((M + MC - 1) / MC, M * nc * kc, true, [&](int64_t ib) {
         thread_local std::vector<T> Ap;
         Ap.resize(((MC + MR - 1) / MR) * MR * KC);
         const int64_t i0 = ib * MC, mc = std::min(MC, M - i0);
