@@ -579,7 +579,8 @@ void reduce_kernel(const T* a, const ReduceLayout& RL, int64_t n_out, int64_t n_
     // so accumulate whole rows of it at once, vectorised, instead of walking each column down the memory.
     const int64_t nc = RL.kshape.back(), outer = n_out / nc;
     std::vector<int64_t> kshape_o(RL.kshape.begin(), RL.kshape.end() - 1), kstride_o(RL.kstride.begin(), RL.kstride.end() - 1);
-    const int64_t CB = 512;  // columns per work item: 512 accumulators stay in L1
+    // columns per work item: up to 4096 accumulators (32 KiB of double), so a row-major matrix is read in order
+    constexpr int64_t CB = 4096;
     const int64_t n_cb = (nc + CB - 1) / CB;
     parallel_for(outer * n_cb, work, false, [&](int64_t item) {
       const int64_t oi = item / n_cb, c0 = (item % n_cb) * CB, c1 = std::min(nc, c0 + CB);
