@@ -483,3 +483,29 @@ def test_cpu_large_paths(cpu_threads, dtype):
             check_close(y.T @ c[1, 0], b.T @ c[1, 0], rt, rt * 9 * 530)
         finally:
             nd.get_device('cpu').matmul_algo = 2
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_advanced_indexing(device):
+    """Integer-array and mask indices follow numpy (a copy); on the CPU backends assignment writes through."""
+    a = arr((4, 5), 'float64', 30)
+    x = NDArray(a.copy(), device=device)
+    rows, cols = np.array([3, 0, 3]), np.array([1, 4, 0])
+    check_equal(x[rows, cols], a[rows, cols])
+    check_equal(x[NDArray(rows, device=device)], a[rows])
+    check_equal(x[1:, [0, 2]], a[1:, [0, 2]])
+    check_equal(x[a > 0], a[a > 0])
+    assert not x[rows].shares_memory(x)
+    if device in ('numpy', 'cpu'):
+        x[rows, cols] = -1.0; a[rows, cols] = -1.0
+        x[a > 1] = NDArray(np.zeros(int((a > 1).sum())), device=device); a[a > 1] = 0
+        check_equal(x, a)
+    np.testing.assert_array_equal(np.asarray(x), x.numpy())   # __array__
+
+
+def test_unavailable_cuda_is_named():
+    try:
+        import torch
+        if torch.cuda.is_available(): pytest.skip('a GPU is present')
+    except ImportError: pass
+    with pytest.raises(RuntimeError, match="'cuda'.*is_available"): nd.zeros(2, device='cuda')

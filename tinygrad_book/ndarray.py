@@ -254,6 +254,11 @@ class NDArray:
         "A compact (row-major) numpy copy of the elements."
         return self._device.to_numpy(self)
 
+    def __array__(self, dtype=None, copy=None):
+        "Lets `np.asarray(x)` and numpy's testing functions read an NDArray (always a copy)."
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype)
+
     # the header
     shape = property(lambda self: self._shape, doc="Size of each dimension.")
     strides = property(lambda self: self._strides, doc="Elements to skip per step along each dimension.")
