@@ -733,9 +733,8 @@ def where(cond, a, b) -> Tensor:
     "Elementwise `a` where `cond` is nonzero, else `b` (numpy broadcasting); differentiable in `a` and `b`."
     ref = a if isinstance(a, Tensor) else b if isinstance(b, Tensor) else Tensor(a)
     a, b = ref._const(a), ref._const(b)
-    cond = cond if isinstance(cond, Tensor) else Tensor(np.asarray(cond.numpy() if isinstance(cond, NDArray) else cond))
-    if cond.dtype != a.dtype: cond = Tensor._make((cond.data != 0).astype(a.dtype) if cond.dtype.kind == 'f' else cond.data.astype(a.dtype))
-    return Where.apply(a, b, Tensor._make(cond.data), )
+    c = cond.data if isinstance(cond, Tensor) else cond if isinstance(cond, NDArray) else NDArray(np.asarray(cond), device=a.device)
+    return Where.apply(a, b, Tensor._make((c != 0).astype(a.dtype)))   # cond: a 0/1 constant of a's dtype
 
 def logsumexp(x, axis=None, keepdims=False, *, dim=None, keepdim=None) -> Tensor:
     "log(sum(exp(x))) over `axis`, stable (see `Tensor.logsumexp`)."
@@ -775,14 +774,17 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     return out
 
 # %% ../nbs/02_autodiff.ipynb #4382229c
-class Sum(Function):
-    def forward(self, x, axis, keepdims):
-        self.axis, self.keepdims = axis, keepdims
-        return x.data.sum(axis=axis, keepdims=keepdims) if axis else x.data * 1
+class _Reduce(Function):
+    "A reduction over `axis` (a tuple); backward broadcasts the gradient back over the reduced axes."
     def _expand(self, g):
         shape = self.in_shapes[0]
         if not self.keepdims: g = g.reshape(tuple(1 if i in self.axis else s for i, s in enumerate(shape)))
         return g.broadcast_to(shape)
+
+class Sum(_Reduce):
+    def forward(self, x, axis, keepdims):
+        self.axis, self.keepdims = axis, keepdims
+        return x.data.sum(axis=axis, keepdims=keepdims) if axis else x.data * 1
     def backward(self, g): return self._expand(g)
     def jvp(self, t): return t.sum(self.axis, self.keepdims)
 
@@ -794,7 +796,7 @@ class Mean(Sum):
     def backward(self, g): return self._expand(g / self.n)
     def jvp(self, t): return t.mean(self.axis, self.keepdims)
 
-class Max(Function):
+class Max(_Reduce):
     def forward(self, x, axis, keepdims):
         self.axis, self.keepdims = axis, keepdims
         self.save_for_backward(x)
@@ -804,10 +806,6 @@ class Max(Function):
         x, = self.saved_tensors
         hit = x.data == x.data.max(axis=self.axis, keepdims=True)
         return Tensor._make(hit / hit.sum(axis=self.axis, keepdims=True))
-    def _expand(self, g):
-        shape = self.in_shapes[0]
-        if not self.keepdims: g = g.reshape(tuple(1 if i in self.axis else s for i, s in enumerate(shape)))
-        return g.broadcast_to(shape)
     def backward(self, g): return self._expand(g) * self._weights()
     def jvp(self, t): return (t * self._weights()).sum(self.axis, self.keepdims)
 
@@ -1066,7 +1064,7 @@ class detect_anomaly(contextlib.ContextDecorator):
 
 _ENGINE_FILES = set()
 _ENGINE_FUNCS = ('_run_backward', 'grad', 'matmul', 'where', 'cat', 'stack', 'maximum', 'minimum', '_unbroadcast',
-                 'checkpoint', 'jvp', 'vjp', 'hvp', 'jacobian', 'gradcheck', '_inplace')
+                 'checkpoint', 'jvp', 'vjp', 'hvp', 'jacobian', 'gradcheck')
 
 def _engine_files() -> set:
     "The source files of the library's code: Tensor, every Function subclass, the module's functions."
@@ -1077,7 +1075,7 @@ def _engine_files() -> set:
         f = getattr(getattr(f, 'fget', f), '__func__', getattr(f, 'fget', f))
         if hasattr(f, '__code__'): _ENGINE_FILES.add(f.__code__.co_filename)
     _ENGINE_FILES.add(contextlib.__file__)
-    if all(n in globals() for n in _ENGINE_FUNCS if not n.startswith('_inplace')): _ENGINE_FILES.add('complete')
+    if all(n in globals() for n in _ENGINE_FUNCS): _ENGINE_FILES.add('complete')   # else a notebook still defining
     return _ENGINE_FILES
 
 def _user_frame() -> str:
@@ -1286,7 +1284,7 @@ def gradcheck(func, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float =
                 return False
     return True
 
-# %% ../nbs/02_autodiff.ipynb #a7004099
+# %% ../nbs/02_autodiff.ipynb #8a7510f9
 class _Segment:
     """One checkpointed call of `fn`. Its ops join the graph as usual (so gradients reach every tensor `fn` uses,
     arguments or not) but keep no saved tensors; the first backward that needs them runs `fn` again on the saved
@@ -1365,7 +1363,7 @@ def checkpoint_sequential(functions, segments: int, input: Tensor) -> Tensor:
         end = (s + 1) * size
     return run(functions[end:])(x)
 
-# %% ../nbs/02_autodiff.ipynb #e197d07b
+# %% ../nbs/02_autodiff.ipynb #476a449b
 def _factory(fn, shape, dtype, device, requires_grad, *args):
     dt = _norm_dtype(dtype or 'float32')
     dev = _norm_device(device or 'numpy')
@@ -1382,7 +1380,7 @@ def randn(*shape, dtype=None, device=None, requires_grad=False): return _factory
 def zeros_like(t: Tensor, requires_grad=False): return zeros(t.shape, dtype=t.dtype, device=t.device, requires_grad=requires_grad)
 def ones_like(t: Tensor, requires_grad=False): return ones(t.shape, dtype=t.dtype, device=t.device, requires_grad=requires_grad)
 
-# %% ../nbs/02_autodiff.ipynb #476a449b
+# %% ../nbs/02_autodiff.ipynb #5495a6d7
 from .bench import Case, benchmark
 
 @benchmark('autodiff')
