@@ -50,7 +50,7 @@ def check(h, w, b, t, dtype, **kw):
     yo = S.linear_cross_entropy(leaves[0], leaves[1], t, leaves[2] if b is not None else None, **kw)
     yr = unfused(refs[0], refs[1], t, refs[2] if b is not None else None, **kw)
     torch.testing.assert_close(yo, yr, **TOL[dtype])
-    up = torch.randn(yr.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64).to(dtype)
+    up = torch.randn(yr.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64).to(yr)
     go, gr = torch.autograd.grad(yo, leaves, up), torch.autograd.grad(yr, refs, up)
     if dtype == torch.float64:
         for a, r in zip(go, gr): torch.testing.assert_close(a, r, **TOL[dtype])
@@ -79,6 +79,18 @@ def test_batched_hidden_extreme_logits_and_uint8_targets(dtype):
     check(h, w, None, t, dtype, reduction='none')
     tu = torch.randint(0, 200, (2, 5), generator=g).to(torch.uint8)
     torch.testing.assert_close(S.linear_cross_entropy(h, w, tu), unfused(h, w, tu.long()), **TOL[dtype])
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+def test_cuda_tiled_path_parity_with_unfused(dtype):
+    """On CUDA the tiles are cuBLAS matmuls driven from Python (_linear_ce_fwd_torch / _bwd_torch)."""
+    h, w, b, t = (x.cuda() for x in make(1030, 8, 4100, dtype))
+    check(h, w, b, t, dtype)
+    check(h, w, b, t, dtype, reduction='none', label_smoothing=0.1)
+    with pytest.raises(IndexError, match='out of bounds'):
+        S.linear_cross_entropy(h, w, torch.full_like(t, 5000))
 
 
 def test_all_targets_ignored_gives_nan_mean_like_torch():
