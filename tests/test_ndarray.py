@@ -509,3 +509,15 @@ def test_unavailable_cuda_is_named():
         if torch.cuda.is_available(): pytest.skip('a GPU is present')
     except ImportError: pass
     with pytest.raises(RuntimeError, match="'cuda'.*is_available"): nd.zeros(2, device='cuda')
+
+
+@pytest.mark.parametrize('device', DEVICES)
+def test_pickle_and_deepcopy(device):
+    import copy
+    x = NDArray(arr((3, 4)), device=device)
+    v = x.T[::-1]
+    for y in (pickle.loads(pickle.dumps(v)), copy.deepcopy(v)):
+        assert y.device is v.device and y.dtype == v.dtype and y.is_compact() and not y.shares_memory(x)
+        check_equal(y, v.numpy())
+        y[0] = 123.0                      # writes to the copy only
+        assert y.numpy()[0, 0] == 123.0 and v.numpy()[0, 0] != 123.0

@@ -86,8 +86,12 @@ class NumpyDevice(Device):
     def buffer_numpy(self, buf) -> np.ndarray: return buf
     def as_numpy(self, x: 'NDArray') -> np.ndarray:
         "A numpy view (no copy, writable) of `x`'s elements, with `x`'s shape and strides (numpy checks the bounds)."
-        buf, k = self.buffer_numpy(x._buf), x._dtype.itemsize
-        return np.ndarray(x._shape, x._dtype, buffer=buf, offset=x._offset * k, strides=tuple(s * k for s in x._strides))
+        v = x._np
+        if v is None:  # made once per array: its header never changes, and an array is often an input many times
+            buf, k = self.buffer_numpy(x._buf), x._dtype.itemsize
+            v = x._np = np.ndarray(x._shape, x._dtype, buffer=buf, offset=x._offset * k,
+                                   strides=tuple(s * k for s in x._strides))
+        return v
     def to_numpy(self, x: 'NDArray') -> np.ndarray: return np.array(self.as_numpy(x), order='C', copy=True)
 
     # kernels
@@ -199,6 +203,8 @@ def _view_strides(old_shape, old_strides, new_shape):
     return tuple(new_strides) if view_d == -1 else None
 
 # %% ../nbs/01_ndarray.ipynb #ed7187d2
+def _rebuild(a: np.ndarray, device: str): return NDArray(a, device=device)
+
 def _input_numpy(data, dtype) -> np.ndarray:
     "`data` (a Python scalar or nested list, a numpy array, anything numpy accepts) as a C-ordered numpy array."
     a = data if isinstance(data, np.ndarray) else np.asarray(data)
@@ -217,7 +223,7 @@ class NDArray:
     >>> x.T.shape, x.T.strides, (x.T @ x).numpy()[0]
     ((3, 2), (1, 3), array([17., 22., 27.]))
     """
-    __slots__ = ('_buf', '_shape', '_strides', '_offset', '_dtype', '_device')
+    __slots__ = ('_buf', '_shape', '_strides', '_offset', '_dtype', '_device', '_np')  # _np: cached numpy view
     __array_ufunc__ = None   # `numpy_array + ndarray` calls our __radd__ instead of numpy iterating over us
     __hash__ = None          # == is elementwise
 
@@ -229,14 +235,15 @@ class NDArray:
         else:
             a = _input_numpy(data, dtype)
             y = NDArray._make(dev.from_numpy(a), a.shape, _compact_strides(a.shape), 0, a.dtype, dev)
-        self._buf, self._shape, self._strides, self._offset, self._dtype, self._device = \
-            y._buf, y._shape, y._strides, y._offset, y._dtype, y._device
+        self._buf, self._shape, self._strides, self._offset, self._dtype, self._device, self._np = \
+            y._buf, y._shape, y._strides, y._offset, y._dtype, y._device, y._np
 
     @classmethod
     def _make(cls, buf, shape, strides, offset, dtype, device) -> 'NDArray':
         "Wrap `buf` without copying."
         x = object.__new__(cls)
         x._buf, x._shape, x._strides, x._offset, x._dtype, x._device = buf, tuple(shape), tuple(strides), offset, dtype, device
+        x._np = None
         return x
 
     @classmethod
@@ -306,6 +313,9 @@ class NDArray:
     def copy(self) -> 'NDArray':
         "A compact copy (same dtype and device)."
         return self.astype(self._dtype)
+
+    def __reduce__(self):  # pickle, copy.copy and copy.deepcopy: a compact copy of the elements, on the same device
+        return (_rebuild, (self.numpy(), self._device.name))
 
     def shares_memory(self, other: 'NDArray') -> bool:
         "Do the two arrays use the same buffer (is one a view of the other)?"
