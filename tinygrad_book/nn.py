@@ -7,10 +7,10 @@ __all__ = ['Parameter', 'Module', 'Linear', 'manual_seed', 'ReLU', 'Tanh', 'Sigm
            'Flatten', 'Dropout', 'LayerNorm', 'BatchNorm1d', 'BatchNorm2d', 'Embedding', 'cross_entropy',
            'CrossEntropyLoss', 'mse_loss', 'MSELoss', 'Im2Col', 'Col2Im', 'pad2d', 'conv2d', 'max_pool2d', 'Conv2d',
            'MaxPool2d', 'calculate_gain', 'xavier_uniform_', 'xavier_normal_', 'kaiming_uniform_', 'kaiming_normal_',
-           'normal_', 'zeros_', 'DataLoader']
+           'normal_', 'zeros_', 'DataLoader', 'nn_benchmarks', 'digits_cnn']
 
-# %% ../nbs/03_nn.ipynb #c6527e77
-import math, itertools, time
+# %% ../nbs/03_nn.ipynb #ad04f8ff
+import math, itertools, sys, time
 from collections import OrderedDict, namedtuple
 import numpy as np
 from . import ndarray as nd
@@ -576,3 +576,44 @@ class DataLoader:
         for b in range(len(self)):
             idx = order[b * self.batch_size:(b + 1) * self.batch_size]
             yield tuple(Tensor(a[idx], device=self.device, dtype=self.dtype if a.dtype.kind == 'f' else None) for a in self.arrays)
+
+# %% ../nbs/03_nn.ipynb #4b2ca6d7
+from .bench import Case, benchmark
+
+def _train_step_case(name, make_ours, make_torch, x_np, y_np, device):
+    "One training step (forward, cross-entropy, backward, AdamW) of the same model, ours on `device` vs torch CPU."
+    import torch
+    from tinygrad_book import optim
+    ours, theirs = make_ours(), make_torch()
+    ours.load_state_dict(theirs.state_dict()); ours.to(device)
+    opt, topt = optim.AdamW(ours.parameters(), lr=1e-3), torch.optim.AdamW(theirs.parameters(), lr=1e-3)
+    x, y = Tensor(x_np, device=device), y_np
+    xt, yt = torch.tensor(x_np), torch.tensor(y_np)
+    def step_ours():
+        opt.zero_grad(); cross_entropy(ours(x), y).backward(); opt.step()
+    def step_torch():
+        topt.zero_grad(); torch.nn.functional.cross_entropy(theirs(xt), yt).backward(); topt.step()
+    return Case(name, step_ours, step_torch, 'torch CPU')
+
+@benchmark('autodiff')
+def nn_benchmarks(quick: bool = False):
+    """Training steps: a 64->256->256->10 MLP at batch 256 on the numpy and C++ ('cpu') backends, and the digits CNN
+    (batch 64 of 1x8x8 images) on the C++ backend, each against the same model in PyTorch on the CPU."""
+    import torch.nn as tnn
+    rng = np.random.default_rng(0)
+    B = 32 if quick else 256
+    x, y = rng.standard_normal((B, 64)).astype(np.float32), rng.integers(0, 10, B)
+    mlp = lambda L: L.Sequential(L.Linear(64, 256), L.ReLU(), L.Linear(256, 256), L.ReLU(), L.Linear(256, 10))
+    cases = [_train_step_case(f"MLP 64-256-256-10 train step, batch {B}, {dev}", lambda: mlp(sys.modules[__name__]), lambda: mlp(tnn), x, y, dev)
+             for dev in ('numpy', 'cpu')]
+    Bc = 16 if quick else 64
+    xi, yi = rng.standard_normal((Bc, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, Bc)
+    cases.append(_train_step_case(f"digits CNN train step, batch {Bc}, cpu", lambda: digits_cnn(sys.modules[__name__]), lambda: digits_cnn(tnn), xi, yi, 'cpu'))
+    return cases
+
+def digits_cnn(L=None):
+    "The chapter's CNN for 1x8x8 digits, built from `L` (this module, or torch.nn: the same keys)."
+    L = L or sys.modules[__name__]
+    return L.Sequential(L.Conv2d(1, 16, 3, padding=1), L.BatchNorm2d(16), L.ReLU(), L.MaxPool2d(2),
+                        L.Conv2d(16, 32, 3, padding=1), L.BatchNorm2d(32), L.ReLU(), L.MaxPool2d(2),
+                        L.Flatten(), L.Linear(32 * 2 * 2, 10))
