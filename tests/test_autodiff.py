@@ -386,6 +386,17 @@ def test_every_op_on_scalars_both_sides():
         assert_close(a.grad, t.grad, what=f"f{k}")
 
 
+def test_numpy_operands_on_the_left_and_numpy_interop():
+    x = np.array([0.5, -1.0, 2.0])
+    a, t = t64(x), th(x)
+    w = np.array([1.5, 2.0, -0.5])
+    ((w * a) + (w - a) / (2.0 + a * a)).sum().backward()
+    ((torch.tensor(w) * t) + (torch.tensor(w) - t) / (2.0 + t * t)).sum().backward()
+    assert_close(a.grad, t.grad)
+    np.testing.assert_allclose(a.grad, t.grad.numpy(), rtol=1e-12)     # np.asarray(tensor) works
+    assert float(a.sum()) == x.sum()
+
+
 def test_second_backward_through_freed_graph_raises_like_torch():
     x = t64([1., 2.])
     y = (x.exp() * x).sum()

@@ -129,7 +129,7 @@ class Tensor:
     array([2., 4., 6.], dtype=float32)
     """
     __slots__ = ('data', 'requires_grad', 'grad', '_ctx', '_vc', '_fw_grad', '_retain', '__weakref__')
-    __array_priority__ = 1000  # numpy scalars on the left defer to our reflected ops
+    __array_ufunc__ = None     # `ndarray + tensor` calls our __radd__ (numpy does not loop over us)
 
     def __init__(self, data, requires_grad: bool = False, device=None, dtype=None):
         dt = None if dtype is None else _norm_dtype(dtype)
@@ -169,6 +169,12 @@ class Tensor:
         "A numpy copy of the values (torch asks for .detach() first; a copy cannot leak into the graph, so we don't)."
         return self.data.numpy()
     def item(self): return self.data.item()
+    def __array__(self, dtype=None, copy=None):
+        "np.asarray(t): the values (so numpy's testing helpers accept tensors)."
+        a = self.data.numpy()
+        return a if dtype is None else a.astype(dtype)
+    def __float__(self): return float(self.item())
+    def __int__(self): return int(self.item())
     def tolist(self): return self.data.numpy().tolist()
     def __repr__(self):
         extra = f", grad_fn=<{self._ctx.name}>" if self._ctx is not None else (", requires_grad=True" if self.requires_grad else '')
