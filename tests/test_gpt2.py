@@ -109,6 +109,9 @@ def test_from_hf_refuses_what_it_does_not_implement(tmp_path):
         G.config_from_hf(dict(model_type='gpt2', activation_function='relu'))
     with pytest.raises(ValueError, match='tie_word_embeddings'):
         G.config_from_hf(dict(model_type='gpt2', tie_word_embeddings=False))
+    with pytest.raises(ValueError, match='n_inner'):
+        G.config_from_hf(dict(model_type='gpt2', n_embd=64, n_inner=100))
+    assert G.config_from_hf(dict(model_type='gpt2', n_embd=64, n_head=4, n_inner=256)).n_embd == 64
     with pytest.raises(ValueError, match='model_type'):
         G.config_from_hf(dict(model_type='llama'))
     with pytest.raises(FileNotFoundError, match='config.json'):
@@ -357,6 +360,7 @@ def test_resume_is_bit_exact(data_dir, tmp_path):
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill(data_dir, tmp_path):
     "Kill -9 a run that checkpoints every step; the resumed run continues exactly where an uninterrupted run would."
     common = ['train', '--data-dir', data_dir, *SMALL, '--total-batch-tokens', 128, '--max-steps', 60,
@@ -399,6 +403,7 @@ def test_trainer_bad_budget(data_dir):
         G.preset_configs('cpu-tiny', data_dir=data_dir / 'nothing')
 
 
+@pytest.mark.slow
 def test_cpu_tiny_learns(tmp_path):
     """The cpu-tiny preset, shortened: its first 15 steps (of the real schedule) take the validation loss from
     ln(2048) = 7.62 to below 7.2 (the full run in the chapter goes much further)."""

@@ -11,7 +11,7 @@ __all__ = ['EOT', 'TOKENIZERS', 'Tokenizer', 'DATA_DIR', 'PRESETS', 'GPTConfig',
 
 # %% ../nbs/07_gpt2.ipynb #3d41369a
 import argparse, contextlib, json, math, os, random, sys, time
-from dataclasses import dataclass, asdict, field, fields, replace
+from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 from typing import Optional
 
@@ -245,7 +245,7 @@ def sample_next(logits: Tensor, temperature: float = 1.0, top_k: Optional[int] =
     probs = torch.softmax(logits, dim=-1)                                         # (B, V)
     return torch.multinomial(probs, 1, generator=generator)                       # (B, 1)
 
-def _check_sampling(max_new_tokens, temperature, top_k, top_p, vocab_sz):
+def _check_sampling(max_new_tokens, temperature, top_k, top_p):
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens must be a non-negative int, got {max_new_tokens!r}")
     if not (isinstance(temperature, (int, float)) and temperature >= 0):
@@ -263,7 +263,7 @@ def _generate(self, idx: Tensor, max_new_tokens: int, temperature: float = 1.0, 
     newest token and reuses the cached keys/values. A row that emits `eos_id` is padded with it afterwards, and
     generation stops when every row has. Past `block_sz` the context is cropped to the last `block_sz` tokens."""
     self._check_idx(idx[:, -self.config.block_sz:] if isinstance(idx, Tensor) and idx.dim() == 2 else idx, 0)
-    _check_sampling(max_new_tokens, temperature, top_k, top_p, self.config.vocab_sz)
+    _check_sampling(max_new_tokens, temperature, top_k, top_p)
     was_training = self.training
     self.eval()
     try:
@@ -307,6 +307,8 @@ def config_from_hf(hf: dict, **overrides) -> GPTConfig:
     for k, ok in unsupported.items():
         if k in hf and hf[k] not in ok: raise ValueError(f"config {k}={hf[k]!r} is not supported (expected one of {ok})")
     if hf.get('tie_word_embeddings', True) is False: raise ValueError("config tie_word_embeddings=False: GPT2 always ties the head")
+    if hf.get('n_inner') not in (None, 4 * hf.get('n_embd', 768)):
+        raise ValueError(f"config n_inner={hf['n_inner']} is not supported (expected None or 4 * n_embd = {4 * hf.get('n_embd', 768)})")
     kw = dict(block_sz=hf.get('n_positions', hf.get('n_ctx', 1024)), vocab_sz=hf.get('vocab_size', 50257),
               n_layer=hf.get('n_layer', 12), n_head=hf.get('n_head', 12), n_embd=hf.get('n_embd', 768), bias=True)
     kw.update(overrides)
@@ -753,12 +755,12 @@ def load_checkpoint_model(path, device='cpu') -> GPT2:
     m.load_state_dict(s['model'])
     return m.to(device).eval()
 
-# %% ../nbs/07_gpt2.ipynb #04acbab0
+# %% ../nbs/07_gpt2.ipynb #4169e6a0
 PRESETS = {
     # trains on 2 CPU cores in a few minutes: 0.8M parameters, 128-token context, 2048-token vocabulary
     'cpu-tiny': dict(vocab_size=2048, model=dict(block_sz=128, n_layer=4, n_head=4, n_embd=128),
                      train=dict(batch_sz=16, total_batch_tokens=4096, max_steps=300, warmup_steps=20, max_lr=3e-3,
-                                eval_interval=25, eval_iters=8, out_dir='.cache/gpt2/cpu-tiny')),
+                                eval_interval=25, eval_iters=8, ckpt_interval=50, out_dir='.cache/gpt2/cpu-tiny')),
     # GPT-2 small as in the paper / build-nanogpt: 0.5M tokens a step, 6e-4 peak, 715 warmup steps, for a GPU
     'gpt2-124m': dict(vocab_size=50257, model=dict(block_sz=1024, n_layer=12, n_head=12, n_embd=768),
                       train=dict(batch_sz=64, total_batch_tokens=524288, max_steps=19073, warmup_steps=715, max_lr=6e-4,
