@@ -196,7 +196,7 @@ class Tensor:
         return Tensor._make(self.data, vc=self._vc)
     def retain_grad(self):
         "Keep `.grad` on this non-leaf tensor after backward."
-        if self._ctx is not None: self._ctx._retained.append(self)  # a strong ref: torch keeps it too
+        if self._ctx is not None: self._ctx._retained += (self,)  # a strong ref: torch keeps it too
         self._retain = True
     def backward(self, grad=None, retain_graph=None, create_graph: bool = False):
         """Accumulate d(self)/d(leaf) into `.grad` of every leaf that requires grad. `grad` is the upstream gradient
@@ -406,10 +406,9 @@ class Function:
     saves_state = False   # backward needs state that the first backward frees (as torch: x * 2 keeps the 2)
     saves_output = False  # backward/jvp read `ctx.output`
 
-    def __init__(self):
-        self.next_nodes, self.in_shapes, self._saved, self._freed = (), (), (), False
-        self._out, self._mem, self._retained, self.trace, self._fw = None, [], [], None, False
-        self._segment, self._out_tan = None, None
+    # per-node state: class-level defaults, so creating a node sets only what differs (a node is made per op)
+    next_nodes, in_shapes, in_dtypes, _saved, _freed, _out, _mem, _retained = (), (), (), (), False, None, (), ()
+    trace, _fw, _segment, _out_tan, _record, _keep = None, False, None, None, False, False
 
     name = property(lambda self: type(self).__name__ + 'Backward')
     def __repr__(self): return f"<{self.name}>"
@@ -433,7 +432,7 @@ class Function:
             out._ctx = ctx
             ctx.next_nodes = tuple((t._ctx if t._ctx is not None else t) if need else None
                                    for t, need in zip(inputs, ctx.needs_input_grad))
-            if cls.saves_output and ctx._keep: ctx._mem.append(_saved.add(out.data))
+            if cls.saves_output and ctx._keep: ctx._mem += (_saved.add(out.data),)
             if _state.anomaly: ctx.trace = _user_frame()
         if fw:
             _state.forward_ad = False        # the rule's own ops carry no tangents (one level of dual numbers)
@@ -453,7 +452,7 @@ class Function:
         if not self._keep: return
         self._saved = tuple((t, t._vc[0]) if t is not None else (None, 0) for t in tensors)
         if self._record:
-            self._mem += [_saved.add(t.data) for t in tensors if t is not None and t._ctx is not None]
+            self._mem += tuple(_saved.add(t.data) for t in tensors if t is not None and t._ctx is not None)
 
     def _check_alive(self):
         if self._segment is not None and not self._segment.filled and not self._freed: self._segment.recompute()
@@ -493,7 +492,7 @@ class Function:
             seg.node_done()
         self._saved, self._out = (), None
         for k in self._mem: _saved.sub(k)
-        self._mem = []
+        self._mem = ()
 
     def __del__(self):
         try:
@@ -1320,7 +1319,7 @@ class _Segment:
                                    f"{type(node).__name__}; the checkpointed function must be deterministic")
             if not node._freed:
                 node._saved, node._out, node._mem = r._saved, r._out and [r._out[0], r._out[1], r._out[2], node._out_tan], r._mem
-            r._mem = []
+            r._mem = ()
         self.filled = True
 
     def node_done(self):
