@@ -840,8 +840,8 @@ _DEVICE_FACTORIES['cpu'] = CpuDevice
 
 def set_num_threads(n: int) -> int:
     """Threads for the C++ backend's parallel loops: a fixed count `n` > 0 for every large loop, or 0 (the default):
-    compute-bound loops use one thread per core not busy with another process at the moment, memory-bound loops
-    one thread. Returns the previous setting."""
+    one thread for elementwise loops and reductions, every core for matmul (numpy's and OpenBLAS's choices).
+    Returns the previous setting."""
     return get_device('cpu')._ops.set_threads(int(n))
 
 # %% ../nbs/01_ndarray.ipynb #c339e3ec

@@ -24,10 +24,8 @@
 #include <omp.h>
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cmath>
 #include <condition_variable>
-#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <limits>
@@ -48,38 +46,17 @@ using tgb::Layout;
 constexpr int64_t kParallelMin = 1 << 15;  // elements below which threads cost more than they save
 
 // ------------------------------------------------------------------------------------------------ threads
-// How many threads a parallel loop over `work` elements uses: a fixed count if set_threads(n > 0) was called,
-// otherwise (the default) one per core that is not running another process right now (procs_running in
-// /proc/loadavg, re-read at most every 20 ms), and only for compute-bound loops (`heavy`: transcendentals,
-// matmul). A memory-bound loop (add, compare, copy, sum) is limited by the memory system, which a second core of
-// a small shared machine adds little to, while the thread still costs a wake-up and a wait.
+// How many threads a parallel loop over `work` elements uses: a fixed count if set_threads(n > 0) was called;
+// otherwise (the default) the same choice as numpy and its BLAS: one thread for elementwise loops and reductions,
+// every core for matmul (`heavy`). On a shared machine a second thread for a loop of a few milliseconds often costs
+// more in waiting for a core than it saves.
 std::atomic<int> g_threads{0};
-std::atomic<int64_t> g_idle_checked_ns{0};
-std::atomic<int> g_idle_threads{1};
-
-int idle_threads() {
-  const int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
-      std::chrono::steady_clock::now().time_since_epoch()).count();
-  if (now - g_idle_checked_ns.load(std::memory_order_relaxed) > 20'000'000) {
-    g_idle_checked_ns.store(now, std::memory_order_relaxed);
-    int running = 1;
-    if (FILE* f = std::fopen("/proc/loadavg", "r")) {
-      double l1, l5, l15;
-      int total;
-      if (std::fscanf(f, "%lf %lf %lf %d/%d", &l1, &l5, &l15, &running, &total) != 5) running = 1;
-      std::fclose(f);
-    }
-    // `running` counts this thread too: the other cores are free if fewer others run
-    g_idle_threads.store(std::max(1, omp_get_num_procs() - std::max(0, running - 1)), std::memory_order_relaxed);
-  }
-  return g_idle_threads.load(std::memory_order_relaxed);
-}
 
 int pick_threads(int64_t work, bool heavy) {
   if (work < kParallelMin) return 1;
   const int fixed = g_threads.load(std::memory_order_relaxed);
   if (fixed > 0) return std::min(omp_get_num_procs(), fixed);
-  return heavy ? std::max(1, std::min(omp_get_num_procs(), idle_threads())) : 1;
+  return heavy ? omp_get_num_procs() : 1;
 }
 
 int64_t set_threads(int64_t n) {
@@ -231,7 +208,7 @@ inline void inner_loop(int64_t n, TO* o, int64_t so, const std::array<const TI*,
 // (a transposed view: stride 1 on the second-innermost dimension, not the innermost), the two innermost dimensions
 // are walked in 32x32 tiles instead, so the cache lines of that input are reused while they are still in L1.
 template <int NIN, class TO, class TI, class F>
-void ewise(const Layout<NIN + 1>& L, TO* out, std::array<const TI*, NIN> in, const F& f, bool heavy = false) {
+void ewise(const Layout<NIN + 1>& L, TO* out, std::array<const TI*, NIN> in, const F& f) {
   if (L.empty) return;
   const int nd = (int)L.shape.size();
   if (nd == 0) {  // a single element
@@ -255,7 +232,7 @@ void ewise(const Layout<NIN + 1>& L, TO* out, std::array<const TI*, NIN> in, con
   const int64_t tiles_in = tiled ? (n_in + T - 1) / T : (n_outer < 64 ? std::max<int64_t>(1, n_in / 16384) : 1);
   const int64_t chunk = tiled ? T : (n_in + tiles_in - 1) / tiles_in;
   const int64_t n_items = n_outer * tiles_mid * tiles_in;
-  parallel_for(n_items, total, heavy, [&](int64_t item) {
+  parallel_for(n_items, total, false, [&](int64_t item) {
     int64_t rest = item / (tiles_mid * tiles_in);
     const int64_t tile = item % (tiles_mid * tiles_in);
     std::array<int64_t, NIN + 1> off{};
@@ -438,8 +415,7 @@ void unary_cpu(c10::string_view op_, const at::Tensor& a, IntList as, int64_t ao
   auto L = tgb::collapse<2>(shape, {os.data(), as.data()});
   TGB_DISPATCH(out.scalar_type(), "unary", [&] {
     using T = scalar_t;
-    const bool heavy = op == "exp" || op == "log" || op == "tanh" || op == "sigmoid";
-    with_unary<T>(op, [&](auto f) { ewise<1, T, T>(L, out.data_ptr<T>() + oo, {a.data_ptr<T>() + ao}, f, heavy); });
+    with_unary<T>(op, [&](auto f) { ewise<1, T, T>(L, out.data_ptr<T>() + oo, {a.data_ptr<T>() + ao}, f); });
   });
 }
 
@@ -456,7 +432,7 @@ void binary_cpu(c10::string_view op_, const at::Tensor& a, IntList as, int64_t a
   TGB_DISPATCH(out.scalar_type(), "binary", [&] {
     using T = scalar_t;
     with_binary<T>(op, [&](auto f) {
-      ewise<2, T, T>(L, out.data_ptr<T>() + oo, {a.data_ptr<T>() + ao, b.data_ptr<T>() + bo}, f, op == "pow");
+      ewise<2, T, T>(L, out.data_ptr<T>() + oo, {a.data_ptr<T>() + ao, b.data_ptr<T>() + bo}, f);
     });
   });
 }
@@ -479,8 +455,8 @@ void scalar_cpu(c10::string_view op_, const at::Tensor& a, IntList as, int64_t a
       return;
     }
     with_binary<T>(op, [&](auto f) {
-      if (reverse) ewise<1, T, T>(L, o, {p}, [f, v](T x) { return f(v, x); }, op == "pow");
-      else ewise<1, T, T>(L, o, {p}, [f, v](T x) { return f(x, v); }, op == "pow");
+      if (reverse) ewise<1, T, T>(L, o, {p}, [f, v](T x) { return f(v, x); });
+      else ewise<1, T, T>(L, o, {p}, [f, v](T x) { return f(x, v); });
     });
   });
 }
