@@ -227,15 +227,8 @@ def _index_shape(s, idx):
     return tuple(out)
 
 
-def run_program(lib, leaves, steps, n_leaf_vals=None):
-    "Execute on `lib`; returns (leaf tensors, every value)."
-    roots, vals = [], []
-    n_first = None
-    leaf_vals = {}
-    for k, (a, view) in enumerate(leaves):
-        r, v = lib.leaf(a, view)
-        roots.append(r); leaf_vals[k] = v
-    # values: the initial leaves (those created before any step) in order, then steps
+def _execute(lib, leaf_vals, leaves, steps):
+    "Every value of the program: the initial leaves (those made before any step) in order, then each step's result."
     n_first = len(leaves) - sum(1 for s in steps if s[0] == 'matmul')
     vals = [leaf_vals[k] for k in range(n_first)]
     for fam, name, args, extra in steps:
@@ -246,7 +239,16 @@ def run_program(lib, leaves, steps, n_leaf_vals=None):
         elif fam == 'move': vals.append(lib.move(name, xs[0], extra))
         elif fam == 'join': vals.append(lib.join(name, xs, extra))
         else: vals.append(xs[0] @ xs[1])
-    return roots, vals
+    return vals
+
+
+def run_program(lib, leaves, steps):
+    "Execute on `lib`; returns (leaf tensors, every value)."
+    roots, leaf_vals = [], {}
+    for k, (a, view) in enumerate(leaves):
+        r, v = lib.leaf(a, view)
+        roots.append(r); leaf_vals[k] = v
+    return roots, _execute(lib, leaf_vals, leaves, steps)
 
 
 def loss_of(lib, vals, rng_seed):
@@ -303,7 +305,6 @@ def test_random_graph_second_derivatives(seed):
 def _program_fn(leaves, steps, lib, seed):
     "The program as a function of its leaves' values (used by jvp/jacobian): returns the vector of all values."
     def f(*xs):
-        vals = []
         leaf_vals = {}
         for k, x in enumerate(xs):
             view = leaves[k][1]
@@ -312,16 +313,7 @@ def _program_fn(leaves, steps, lib, seed):
             else:
                 v = (x.permute(view[1]) if view[0] == 'perm' else x[view[1]] if view[0] == 'idx' else x)
             leaf_vals[k] = v
-        n_first = len(leaves) - sum(1 for s in steps if s[0] == 'matmul')
-        vals = [leaf_vals[k] for k in range(n_first)]
-        for fam, name, args, extra in steps:
-            ys = [leaf_vals[a[1]] if isinstance(a, tuple) else vals[a] for a in args]
-            if fam == 'un': vals.append(lib.un(name, ys[0]))
-            elif fam == 'bin': vals.append(lib.bin(name, ys[0], ys[1], extra))
-            elif fam == 'red': vals.append(lib.red(name, ys[0], *extra))
-            elif fam == 'move': vals.append(lib.move(name, ys[0], extra))
-            elif fam == 'join': vals.append(lib.join(name, ys, extra))
-            else: vals.append(ys[0] @ ys[1])
+        vals = _execute(lib, leaf_vals, leaves, steps)
         last = vals[-3:]
         if lib.kind == 'T': return torch.cat([v.reshape(-1) for v in last])
         return A.cat([v.reshape(-1) for v in last])
