@@ -502,7 +502,8 @@ class Conv2d(Module):
         _check_image(x, self.in_channels, f"Conv2d({self.in_channels}, {self.out_channels})")
         return conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
     def extra_repr(self):
-        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+                + (f", dilation={self.dilation}" if self.dilation != (1, 1) else '') + (", bias=False" if self.bias is None else ''))
 
 class MaxPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1):
@@ -604,16 +605,21 @@ def nn_benchmarks(quick: bool = False):
     B = 32 if quick else 256
     x, y = rng.standard_normal((B, 64)).astype(np.float32), rng.integers(0, 10, B)
     mlp = lambda L: L.Sequential(L.Linear(64, 256), L.ReLU(), L.Linear(256, 256), L.ReLU(), L.Linear(256, 10))
-    cases = [_train_step_case(f"MLP 64-256-256-10 train step, batch {B}, {dev}", lambda: mlp(sys.modules[__name__]), lambda: mlp(tnn), x, y, dev)
+    cases = [_train_step_case(f"MLP 64-256-256-10 train step, batch {B}, {dev}", lambda: mlp(_this_module()), lambda: mlp(tnn), x, y, dev)
              for dev in ('numpy', 'cpu')]
     Bc = 16 if quick else 64
     xi, yi = rng.standard_normal((Bc, 1, 8, 8)).astype(np.float32), rng.integers(0, 10, Bc)
-    cases.append(_train_step_case(f"digits CNN train step, batch {Bc}, cpu", lambda: digits_cnn(sys.modules[__name__]), lambda: digits_cnn(tnn), xi, yi, 'cpu'))
+    cases.append(_train_step_case(f"digits CNN train step, batch {Bc}, cpu", lambda: digits_cnn(), lambda: digits_cnn(tnn), xi, yi, 'cpu'))
     return cases
+
+def _this_module():
+    "This module's names as attributes (also when the code runs as a notebook's cells, outside the package)."
+    import types
+    return types.SimpleNamespace(**globals())
 
 def digits_cnn(L=None):
     "The chapter's CNN for 1x8x8 digits, built from `L` (this module, or torch.nn: the same keys)."
-    L = L or sys.modules[__name__]
+    L = L or _this_module()
     return L.Sequential(L.Conv2d(1, 16, 3, padding=1), L.BatchNorm2d(16), L.ReLU(), L.MaxPool2d(2),
                         L.Conv2d(16, 32, 3, padding=1), L.BatchNorm2d(32), L.ReLU(), L.MaxPool2d(2),
                         L.Flatten(), L.Linear(32 * 2 * 2, 10))
