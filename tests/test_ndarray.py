@@ -521,3 +521,17 @@ def test_pickle_and_deepcopy(device):
         check_equal(y, v.numpy())
         y[0] = 123.0                      # writes to the copy only
         assert y.numpy()[0, 0] == 123.0 and v.numpy()[0, 0] != 123.0
+
+
+@pytest.mark.parametrize('device', ['numpy'] + (['cpu'] if 'cpu' in nd._DEVICE_FACTORIES else []))
+def test_register_ops(device):
+    """An op added with register_unary/register_binary runs on the reference and, through it, on the C++ backend
+    (on views too, and with broadcasting)."""
+    nd.register_unary('expm1', np.expm1)
+    nd.register_binary('hypot', np.hypot)
+    a, b = arr((4, 5), 'float64', 31), arr((5,), 'float64', 32)
+    x, y = NDArray(a, device=device), NDArray(b, device=device)
+    check_equal(x.T.expm1(), np.expm1(a.T))
+    check_equal(x.hypot(y), np.hypot(a, b))
+    check_equal(x.hypot(2.0), np.hypot(a, 2.0))
+    check_equal(nd.arange(3, device=device).expm1(), np.expm1(np.arange(3.0)))  # int64 -> float64

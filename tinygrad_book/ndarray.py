@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['UNARY_OPS', 'BINARY_OPS', 'REDUCE_OPS', 'as_dtype', 'Device', 'NumpyDevice', 'get_device', 'set_default_device',
-           'broadcast_shapes', 'NDArray', 'maximum', 'minimum', 'where', 'matmul', 'cat', 'stack', 'full', 'zeros',
-           'ones', 'zeros_like', 'ones_like', 'full_like', 'arange', 'manual_seed', 'rand', 'randn', 'TorchOpsDevice',
-           'CpuDevice', 'set_num_threads', 'CudaDevice', 'ndarray_benchmarks']
+           'broadcast_shapes', 'NDArray', 'register_unary', 'register_binary', 'maximum', 'minimum', 'where', 'matmul',
+           'cat', 'stack', 'full', 'zeros', 'ones', 'zeros_like', 'ones_like', 'full_like', 'arange', 'manual_seed',
+           'rand', 'randn', 'TorchOpsDevice', 'CpuDevice', 'set_num_threads', 'CudaDevice', 'ndarray_benchmarks']
 
 # %% ../nbs/01_ndarray.ipynb #b0778fbc
 import functools, math, numbers, operator, os
@@ -566,6 +566,33 @@ NDArray.__neg__ = lambda self: _unary('neg', self)
 NDArray.__abs__ = lambda self: _unary('abs', self)
 NDArray.__pos__ = lambda self: self
 
+def register_unary(name: str, numpy_fn, float_only: bool = True):
+    """Add elementwise op `name` as method `NDArray.name()`: `numpy_fn(x, out=...)` is its reference kernel (a numpy
+    ufunc, or a function with the same calling convention). Devices without a kernel of that name run the reference
+    on a zero-copy view (C++ backend) or raise NotImplementedError (CUDA). `float_only`: int64 input is computed in
+    float64, as numpy does for exp. Returns the method.
+
+    >>> import numpy as np
+    >>> _ = register_unary('log1p', np.log1p)
+    >>> NDArray([0.0, 1.0], dtype='float64').log1p().numpy()
+    array([0.        , 0.69314718])
+    """
+    NumpyDevice.UNARY[name] = numpy_fn
+    if float_only: _FLOAT_UNARY.add(name)
+    method = lambda self: _unary(name, self)
+    method.__name__, method.__doc__ = name, f"Elementwise {name} (registered with `register_unary`)."
+    setattr(NDArray, name, method)
+    return method
+
+def register_binary(name: str, numpy_fn):
+    """Add elementwise binary op `name` as method `NDArray.name(other)` (other an array or a scalar, broadcast), with
+    `numpy_fn(a, b, out=...)` as its reference kernel; see `register_unary`. Returns the method."""
+    NumpyDevice.BINARY[name] = numpy_fn
+    method = _binary_method(name)
+    method.__name__, method.__doc__ = name, f"Elementwise {name} (registered with `register_binary`)."
+    setattr(NDArray, name, method)
+    return method
+
 def maximum(a, b) -> NDArray:
     "Elementwise maximum of `a` and `b` (arrays or scalars), with broadcasting; NaN if either is NaN."
     return a.maximum(b) if isinstance(a, NDArray) else NDArray.maximum(b, a)
@@ -597,7 +624,7 @@ def where(cond, a, b) -> NDArray:
     like._device.where(c, a, b, out)
     return out
 
-# %% ../nbs/01_ndarray.ipynb #0cecdc28
+# %% ../nbs/01_ndarray.ipynb #8cdbe5da
 @_patch
 def _nd__reduce(self: NDArray, op: str, axis, keepdims: bool) -> NDArray:
     axes = _norm_axes(axis, self.ndim)
@@ -655,7 +682,7 @@ def _nd_any_nonzero(self: NDArray) -> bool:
     "Is any element nonzero?"
     return self.size > 0 and bool((self != 0).max().item())
 
-# %% ../nbs/01_ndarray.ipynb #8cdbe5da
+# %% ../nbs/01_ndarray.ipynb #ab06ade4
 @_patch
 def _nd_matmul(self: NDArray, other: NDArray) -> NDArray:
     "Matrix product with numpy.matmul's rules: batched over leading dimensions (broadcast), 1-D operands as vectors."
@@ -686,7 +713,7 @@ def matmul(a, b) -> NDArray:
     "`a @ b` (see `NDArray.matmul`)."
     return a.matmul(b) if isinstance(a, NDArray) else NDArray.__rmatmul__(b, a)
 
-# %% ../nbs/01_ndarray.ipynb #ab06ade4
+# %% ../nbs/01_ndarray.ipynb #fd8e7454
 def cat(arrays, axis: int = 0) -> NDArray:
     "Concatenate arrays along an existing `axis` (numpy.concatenate): all other sizes must match."
     arrays = list(arrays)
@@ -776,7 +803,7 @@ def randn(shape, dtype='float32', device=None, seed=None) -> NDArray:
     "Standard normal samples (from numpy's PCG64 generator; `seed` makes them reproducible)."
     return _random('randn', shape, dtype, device, seed)
 
-# %% ../nbs/01_ndarray.ipynb #9e2733e5
+# %% ../nbs/01_ndarray.ipynb #b9b78c60
 def _torch():
     import torch  # imported on first use of a torch-backed device: the numpy backend does not need it
     return torch
@@ -844,7 +871,7 @@ def set_num_threads(n: int) -> int:
     Returns the previous setting."""
     return get_device('cpu')._ops.set_threads(int(n))
 
-# %% ../nbs/01_ndarray.ipynb #c339e3ec
+# %% ../nbs/01_ndarray.ipynb #b6a1958d
 class CudaDevice(TorchOpsDevice):
     "The CUDA backend: buffers are flat CUDA `torch.Tensor`s; the primitives are the kernels of `csrc/ndarray.cu`."
     name = 'cuda'
@@ -866,7 +893,7 @@ class CudaDevice(TorchOpsDevice):
 
 _DEVICE_FACTORIES['cuda'] = CudaDevice
 
-# %% ../nbs/01_ndarray.ipynb #ebc9fde4
+# %% ../nbs/01_ndarray.ipynb #95e2028f
 from .bench import Case, benchmark
 
 @benchmark('ndarray')
