@@ -212,12 +212,13 @@ class Tanh(Module):
 class Sigmoid(Module):
     def forward(self, x): return x.sigmoid()
 
+_erf = np.vectorize(math.erf, otypes=[np.float64])   # exact to double precision; no scipy dependency
+
 class Erf(Function):
     "erf(x): the one op GELU needs that the engine lacks; the extension point is a `Function` subclass."
     def forward(self, x):
-        from scipy.special import erf
         self.save_for_backward(x)
-        return nd.NDArray(erf(x.data.numpy()).astype(x.dtype), device=x.device)
+        return nd.NDArray(_erf(x.data.numpy()).astype(x.dtype), device=x.device)
     def _d(self):
         x = self.saved_tensors[0]
         return (x * x * -1).exp() * (2 / math.sqrt(math.pi))
@@ -370,12 +371,14 @@ class Embedding(Module):
         return self.weight[i.astype(np.int64)]            # (*idx.shape, embedding_dim), a gather
     def extra_repr(self): return f"{self.num_embeddings}, {self.embedding_dim}"
 
-# %% ../nbs/03_nn.ipynb #4bac3b04
+# %% ../nbs/03_nn.ipynb #d8af2b79
+def _check_reduction(reduction: str) -> str:
+    if reduction not in ('mean', 'sum', 'none'): raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    return reduction
+
 def _reduce(loss: Tensor, reduction: str) -> Tensor:
-    if reduction == 'mean': return loss.mean()
-    if reduction == 'sum': return loss.sum()
-    if reduction == 'none': return loss
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    _check_reduction(reduction)
+    return loss.mean() if reduction == 'mean' else loss.sum() if reduction == 'sum' else loss
 
 def cross_entropy(logits: Tensor, target, reduction: str = 'mean') -> Tensor:
     """-log softmax(logits)[target], computed as logsumexp(logits) - logits[target] (never forms the softmax).
@@ -392,7 +395,7 @@ def cross_entropy(logits: Tensor, target, reduction: str = 'mean') -> Tensor:
 
 class CrossEntropyLoss(Module):
     def __init__(self, reduction: str = 'mean'):
-        super().__init__(); _reduce(None, reduction) if reduction not in ('mean', 'sum', 'none') else None; self.reduction = reduction
+        super().__init__(); self.reduction = _check_reduction(reduction)
     def forward(self, logits, target): return cross_entropy(logits, target, self.reduction)
 
 def mse_loss(input: Tensor, target, reduction: str = 'mean') -> Tensor:
@@ -403,7 +406,7 @@ def mse_loss(input: Tensor, target, reduction: str = 'mean') -> Tensor:
 
 class MSELoss(Module):
     def __init__(self, reduction: str = 'mean'):
-        super().__init__(); _reduce(None, reduction) if reduction not in ('mean', 'sum', 'none') else None; self.reduction = reduction
+        super().__init__(); self.reduction = _check_reduction(reduction)
     def forward(self, input, target): return mse_loss(input, target, self.reduction)
 
 # %% ../nbs/03_nn.ipynb #78f54923
