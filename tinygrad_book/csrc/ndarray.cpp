@@ -158,7 +158,8 @@ void check_view(const at::Tensor& buf, const std::vector<int64_t>& shape, IntLis
 // loops so the compiler emits vector code for them; anything else takes the general strided loop.
 template <int NIN, class TO, class TI, class F>
 inline void inner_loop(int64_t n, TO* o, int64_t so, const std::array<const TI*, NIN>& p,
-                       const std::array<int64_t, NIN>& s, const F& f) {
+                       const std::array<int64_t, NIN>& s, const F& f_) {
+  const F f = f_;  // a local copy: the output cannot alias a captured scalar, so it stays in a register
   if constexpr (NIN == 0) {
     if (so == 1) {
 #pragma omp simd
