@@ -406,11 +406,11 @@ def test_trainer_bad_budget(data_dir):
 @pytest.mark.slow
 def test_cpu_tiny_learns(tmp_path):
     """The cpu-tiny preset, shortened: its first 15 steps (of the real schedule) take the validation loss from
-    ln(2048) = 7.62 to below 7.2 (the full run in the chapter goes much further)."""
+    ln(2048) = 7.62 to below 6.8 (6.37 measured; the full run in the chapter reaches about 4.6)."""
     data = tmp_path / 'data'
     G.prepare(data, vocab_size=G.PRESETS['cpu-tiny']['vocab_size'])
     mcfg, tcfg = G.preset_configs('cpu-tiny', data_dir=data, out_dir=str(tmp_path / 'run'), stop_after=15,
                                   eval_interval=15, eval_iters=4, progress=False)
     h = G.Trainer(mcfg, tcfg).train()
     assert h['val_step'] == [15]
-    assert h['val_loss'][-1] < 7.2, h['val_loss']
+    assert h["val_loss"][-1] < 6.8, h["val_loss"]
