@@ -68,3 +68,10 @@ def test_a_copy_of_the_module_uses_the_package_registry(capsys):
         assert 'ours/ref' in out and 'sum of 1000 ints' in out
     finally:
         bench._REGISTRY.pop('tgb_test_registry', None)
+
+
+def test_the_harness_does_not_import_torch():
+    "Chapters without torch (autodiff, imports, ledger) register benchmarks without importing it."
+    code = "import sys; import tinygrad_book.bench as b; b.format_table([]); print('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == 'False', r.stdout + r.stderr

@@ -11,7 +11,8 @@ from pathlib import Path
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
+# torch is imported where it is used, so that chapters that do not need it (autodiff, imports, ledger) can
+# register benchmarks without importing it
 
 @dataclass
 class Case:
@@ -48,7 +49,9 @@ def chapters() -> dict:
     return found
 
 def _timed(fn, cuda):
-    if cuda: torch.cuda.synchronize()
+    if cuda:
+        import torch
+        torch.cuda.synchronize()
     t0 = time.perf_counter(); fn()
     if cuda: torch.cuda.synchronize()
     return time.perf_counter() - t0
@@ -65,6 +68,7 @@ def time_case(case: Case, warmup: int = 1, repeats: int = 5):
 
 def machine() -> str:
     "A one-line description of where the numbers were measured."
+    import torch
     cpu = platform.processor() or platform.machine()
     try: cpu = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
     except (OSError, StopIteration): pass
