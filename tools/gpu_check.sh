@@ -22,6 +22,9 @@ names = [n for n in cpu_extensions() if (CSRC/f'{n}.cu').exists()]
 for n in names: load_ops(n, cuda=True); print('loaded', n, '(CPU + CUDA)')" || status=1
 echo "== tests marked cuda"
 $PY -m pytest tests/ -q -m cuda --maxfail=20 -p no:cacheprovider || status=1
+echo "== GPT-2: a short training run on the GPU (bf16 autocast, fused AdamW, torch.compile)"
+$PY -m tinygrad_book.gpt2 prepare && \
+  $PY -m tinygrad_book.gpt2 train --preset cpu-tiny --device cuda --compile --max-steps 50 --out-dir .cache/gpt2/gpu-smoke || status=1
 echo "== benchmarks (every chapter)"
 for ch in $($PY -c "from tinygrad_book.bench import chapters; print(' '.join(sorted(chapters())))"); do
     echo "-- $ch"; $PY -m tinygrad_book.bench "$ch" ${QUICK:+--quick} --repeats 10 || status=1
