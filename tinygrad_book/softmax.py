@@ -731,8 +731,9 @@ def reliability_diagram(logits_or_probs, labels, n_bins: int = 15, ax=None, titl
     centers = (torch.arange(n_bins, dtype=torch.float64).numpy() + 0.5) * w
     ax.bar(centers, acc, width=w, edgecolor='black', color='tab:blue', label='Accuracy')  # one bar per bin
     # the gap between accuracy and mean confidence, for bins that have samples
+    # (hatched outline only: where accuracy exceeds confidence it lies over the accuracy bar, adding no new colour)
     ax.bar(centers[nonempty], (conf - acc)[nonempty], bottom=acc[nonempty], width=w,
-           color='tab:red', alpha=0.3, edgecolor='tab:red', hatch='//', label='Gap')
+           facecolor='none', edgecolor='tab:red', hatch='//', label='Gap to mean confidence')
     ax.plot([0, 1], [0, 1], '--', color='gray', label='Perfect calibration')
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel='Confidence', ylabel='Accuracy', aspect='equal')
     ax.set_title(f"{title + ': ' if title else ''}ECE = {100 * err:.2f}%")

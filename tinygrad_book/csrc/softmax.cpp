@@ -118,6 +118,24 @@ static void check_matrix(const at::Tensor& x, const char* name) {
 // the moment; one more pass over the row, still in L2, rescales them to the final max and sum.
 template <typename T>
 static void softmax_row(const T* x, T* y, int64_t n, std::vector<T>& chunk_max) {
+  if (n <= CHUNK) {  // a short row (most classifiers): one max, one exp per element, one scale; no per-chunk bookkeeping
+    T m = -INFINITY;
+#pragma omp simd reduction(max : m)
+    for (int64_t j = 0; j < n; ++j) m = x[j] > m ? x[j] : m;
+    if (m != -INFINITY) {  // (an all -inf or all-NaN row takes the general path below, with its special cases)
+      T s = 0;
+#pragma omp simd reduction(+ : s)
+      for (int64_t j = 0; j < n; ++j) {
+        const T e = exp_fast<T>(x[j] - m);
+        y[j] = e;
+        s += e;
+      }
+      const T f = T(1.0 / double(s));
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) y[j] *= f;
+      return;
+    }
+  }
   chunk_max.clear();
   const auto st = row_stats(x, n, y, &chunk_max);
   for (int64_t c0 = 0, c = 0; c0 < n; c0 += CHUNK, ++c) {
