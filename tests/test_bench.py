@@ -75,3 +75,16 @@ def test_the_harness_does_not_import_torch():
     code = "import sys; import tinygrad_book.bench as b; b.format_table([]); print('torch' in sys.modules)"
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == 'False', r.stdout + r.stderr
+
+
+def test_a_chapter_registered_by_two_modules_gets_both():
+    "autodiff's cases come from autodiff.py and nn.py: both are imported, whichever registered first."
+    found = bench.chapters()
+    multi = {ch: mods for ch, mods in found.items() if len(mods) > 1}
+    if not multi: pytest.skip('no chapter is registered by two modules')
+    ch, mods = next(iter(multi.items()))
+    code = (f"import sys, tinygrad_book.bench as b, tinygrad_book.{mods[0]}\n"
+            f"b.cases_for({ch!r}, quick=True)\n"
+            f"print(all('tinygrad_book.' + m in sys.modules for m in {mods!r}))")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip() == 'True', r.stdout + r.stderr

@@ -78,8 +78,8 @@ def machine() -> str:
 def cases_for(chapter: str, quick: bool = False):
     "Import the modules that register `chapter`'s benchmarks and build its cases."
     registry = _registry()
-    for module in chapters().get(chapter, []):
-        if chapter not in registry: importlib.import_module(f'tinygrad_book.{module}')
+    for module in chapters().get(chapter, []):  # every module that adds cases to this chapter (autodiff has two)
+        importlib.import_module(f'tinygrad_book.{module}')
     if chapter not in registry:
         raise KeyError(f"no benchmark named {chapter!r}; chapters with benchmarks: {', '.join(sorted(chapters())) or 'none'}")
     return [c for fn in registry[chapter] for c in fn(quick)]
