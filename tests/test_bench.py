@@ -88,3 +88,16 @@ def test_a_chapter_registered_by_two_modules_gets_both():
             f"print(all('tinygrad_book.' + m in sys.modules for m in {mods!r}))")
     r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and r.stdout.strip() == 'True', r.stdout + r.stderr
+
+
+def test_registering_the_same_function_twice_keeps_one():
+    "A notebook registers its copy, then the exported module registers the same function: one set of cases."
+    def make():
+        def cases(quick):
+            return [bench.Case('noop', lambda: None, lambda: None)]
+        return cases
+    try:
+        bench.benchmark('tgb_test_twice')(make()); bench.benchmark('tgb_test_twice')(make())
+        assert len(bench.cases_for('tgb_test_twice')) == 1
+    finally:
+        bench._REGISTRY.pop('tgb_test_twice', None)

@@ -32,7 +32,10 @@ def _registry() -> dict:
 def benchmark(chapter: str):
     "Register `fn(quick: bool) -> list[Case]` as (part of) the benchmark of `chapter`."
     def deco(fn):
-        _registry().setdefault(chapter, []).append(fn)
+        fns = _registry().setdefault(chapter, [])
+        # a function of the same name replaces the earlier one: a notebook registers its cells' copy, and importing
+        # the exported module then registers the same function again
+        fns[:] = [f for f in fns if f.__qualname__ != fn.__qualname__] + [fn]
         return fn
     return deco
 
