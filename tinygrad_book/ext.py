@@ -220,7 +220,9 @@ def silu(x: torch.Tensor) -> torch.Tensor:
 def _prebuild(names, jobs):
     "Compile the libraries of `names` that are not cached yet, `jobs` at a time, each in a child process; {name: seconds}."
     import concurrent.futures
-    env = {**os.environ, 'PYTHONPATH': os.pathsep.join([str(CSRC.parent.parent), os.environ.get('PYTHONPATH', '')])}
+    # the package's root first; an empty entry would put the child's working directory on its path
+    paths = [str(CSRC.parent.parent), *filter(None, os.environ.get('PYTHONPATH', '').split(os.pathsep))]
+    env = {**os.environ, 'PYTHONPATH': os.pathsep.join(paths)}
     def child(name):
         t0 = time.perf_counter()
         subprocess.run([sys.executable, '-c', f"from tinygrad_book.ext import load_ext; load_ext({name!r}, [{name + '.cpp'!r}])"],
