@@ -7,11 +7,19 @@
 
 namespace tgb {
 
-static inline float bits_to_float(int32_t i) { float f; std::memcpy(&f, &i, 4); return f; }
-static inline int32_t float_to_bits(float f) { int32_t i; std::memcpy(&i, &f, 4); return i; }
+// Forced inlining: a call to one of these inside a simd loop stops the loop from vectorising, and GCC's inliner gives
+// up on them once the calling kernel grows (it did: softmax rows ran 5x slower with exp_f32 left as a call).
+#if defined(__GNUC__)
+#define TGB_INLINE inline __attribute__((always_inline))
+#else
+#define TGB_INLINE inline
+#endif
+
+static TGB_INLINE float bits_to_float(int32_t i) { float f; std::memcpy(&f, &i, 4); return f; }
+static TGB_INLINE int32_t float_to_bits(float f) { int32_t i; std::memcpy(&i, &f, 4); return i; }
 
 // exp(x) for x in [-104, 88.8] (no special cases), max error ~2 ulp: Cephes polynomial after range reduction.
-static inline float exp_core_f32(float xc) {
+static TGB_INLINE float exp_core_f32(float xc) {
   const float log2e = 1.44269504088896341f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
   // Round xc*log2(e) to the nearest integer n with the 1.5*2^23 trick: no float->int conversion (UB for NaN).
   float t = xc * log2e + 12582912.0f;
@@ -32,14 +40,14 @@ static inline float exp_core_f32(float xc) {
 
 // exp(x) in float, max error ~2 ulp, correct limits:
 //   exp(-inf) == 0 exactly, denormal results down to 2^-149, exp(NaN) == NaN, exp(x > 88.72) == inf.
-static inline float exp_f32(float x) {
+static TGB_INLINE float exp_f32(float x) {
   const float y = exp_core_f32(x < -104.0f ? -104.0f : (x > 88.8f ? 88.8f : x));
   const float z = x < -104.0f ? 0.0f : y;
   return x > 88.72283935546875f ? INFINITY : z;
 }
 
 // log(u) for u in [1, 2] (Cephes logf polynomial, about 1 ulp): all that log1p(exp(-a)) needs, branch-free.
-static inline float log_1to2_f32(float u) {
+static TGB_INLINE float log_1to2_f32(float u) {
   const int32_t bits = float_to_bits(u);
   float m = bits_to_float((bits & 0x007fffff) | 0x3f800000);  // mantissa in [1, 2)
   float e = float((bits >> 23) - 127);                          // 0, or 1 for u == 2
@@ -65,7 +73,7 @@ static inline float log_1to2_f32(float u) {
 
 // log(1 + exp(-a)) for a >= 0 (softplus(-a)), accurate also when exp(-a) is far below float epsilon:
 // log1p(t) = log(u) * t / (u - 1) with u = 1 + t (Goldberg's trick), and t itself when u rounds to 1.
-static inline float log1p_exp_neg_f32(float a) {
+static TGB_INLINE float log1p_exp_neg_f32(float a) {
   // exp(-a) without exp_f32's special cases: a >= 0, and past a = 104 exp(-a) is below every float anyway. (With
   // the INFINITY/0 selects, GCC threads jumps into the log below and the loop no longer vectorises.)
   const float t = exp_core_f32(a > 104.0f ? -104.0f : -a), u = 1.0f + t, d = u - 1.0f;
@@ -74,11 +82,11 @@ static inline float log1p_exp_neg_f32(float a) {
 }
 
 template <typename T> static inline T exp_fast(T x);
-template <> inline float exp_fast<float>(float x) { return exp_f32(x); }
-template <> inline double exp_fast<double>(double x) { return std::exp(x); }
+template <> TGB_INLINE float exp_fast<float>(float x) { return exp_f32(x); }
+template <> TGB_INLINE double exp_fast<double>(double x) { return std::exp(x); }
 
 template <typename T> static inline T log1p_exp_neg(T a);
-template <> inline float log1p_exp_neg<float>(float a) { return log1p_exp_neg_f32(a); }
-template <> inline double log1p_exp_neg<double>(double a) { return std::log1p(std::exp(-a)); }
+template <> TGB_INLINE float log1p_exp_neg<float>(float a) { return log1p_exp_neg_f32(a); }
+template <> TGB_INLINE double log1p_exp_neg<double>(double a) { return std::log1p(std::exp(-a)); }
 
 }  // namespace tgb
