@@ -716,3 +716,17 @@ def test_random_graph_on_compiled_backends(seed, device):
     lt = loss_of(Lib('T'), vt, seed); lt.backward()
     for a, t in zip(ra, rt):
         if t.grad is not None: assert_close(a.grad, t.grad)
+
+
+# ------------------------------------------------------------------ infinities through relu and logsumexp
+@pytest.mark.parametrize('device', ['numpy', 'cpu'])
+def test_relu_and_logsumexp_with_infinities(device):
+    "relu(-inf) = 0 and relu(nan) = nan; logsumexp over rows that are all -inf or hold +inf: torch's values and gradients."
+    v = np.array([[-np.inf, -np.inf, -np.inf], [0.5, np.inf, -1.0], [np.nan, 1.0, 2.0], [-np.inf, 3.0, -2.0]])
+    x, xt = A.Tensor(v, requires_grad=True, device=device), torch.tensor(v, requires_grad=True)
+    np.testing.assert_array_equal(x.relu().numpy(), torch.relu(xt).detach().numpy())
+    y, yt = x.logsumexp(1), torch.logsumexp(xt, 1)
+    np.testing.assert_array_equal(y.numpy(), yt.detach().numpy())
+    finite = [3]                                    # the rows whose gradient torch defines without NaN
+    y[finite[0]].backward(); yt[finite[0]].backward()
+    assert_close(x.grad, xt.grad, what='logsumexp grad')

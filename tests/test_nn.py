@@ -243,3 +243,52 @@ def test_cpu_backend_parity():
     y = ours(Tensor(x, device='cpu'))
     assert y.device == 'cpu'
     _close('cpu output', y.numpy(), theirs(torch.tensor(x)).detach().numpy(), np.float32)
+
+
+@pytest.mark.parametrize('shape, bias', [((7, 6), True), ((2, 3, 6), True), ((6,), True), ((7, 6), False)],
+                         ids=['2d', '3d', '1d', 'nobias'])
+def test_linear_function_matches_torch(shape, bias):
+    "nn.linear (one graph node, torch's F.linear) against F.linear: output and all three gradients, float64."
+    x_np, w_np, b_np = rng.standard_normal(shape), rng.standard_normal((4, 6)), rng.standard_normal(4)
+    x, w, b = (Tensor(a, requires_grad=True) for a in (x_np, w_np, b_np))
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x_np, w_np, b_np))
+    y, yt = nn.linear(x, w, b if bias else None), torch.nn.functional.linear(xt, wt, bt if bias else None)
+    g = rng.standard_normal(tuple(yt.shape))
+    (y * Tensor(g)).sum().backward(); (yt * torch.tensor(g)).sum().backward()
+    _close('linear', y.numpy(), yt.detach().numpy(), np.float64)
+    for name, o, t in (('x', x, xt), ('w', w, wt)) + ((('b', b, bt),) if bias else ()):
+        _close(f'linear grad {name}', o.grad.numpy(), t.grad.numpy(), np.float64)
+    assert w.grad.data.is_compact()                 # g.T @ x: in W's own layout (no transposed view to copy)
+    with pytest.raises(ValueError, match=r"linear: input \(7, 5\), weight \(4, 6\)"):
+        nn.linear(Tensor(np.zeros((7, 5))), w, b)
+
+
+@pytest.mark.parametrize('reduction', ['mean', 'sum', 'none'])
+def test_cross_entropy_higher_order_like_torch(reduction):
+    """The fused CrossEntropy node: double backward (create_graph), forward mode (jvp) and forward-over-reverse hvp
+    against torch, float64 (1e-10), and gradcheck against central differences."""
+    from tinygrad_book.autodiff import grad, hvp, jvp, gradcheck
+    X, V, t = rng.standard_normal((5, 4)), rng.standard_normal((5, 4)), np.array([0, 3, 1, 1, 2])
+    wts = np.arange(5.) + 1
+    f = lambda x: (nn.cross_entropy(x, t, reduction) * (Tensor(wts) if reduction == 'none' else 1)).sum()
+    ft = lambda x: (torch.nn.functional.cross_entropy(x, torch.tensor(t), reduction=reduction) * (torch.tensor(wts) if reduction == 'none' else 1)).sum()
+    _, hv_ref = torch.autograd.functional.hvp(ft, torch.tensor(X), torch.tensor(V))
+    _close('hvp', hvp(f, Tensor(X), Tensor(V))[1].numpy(), hv_ref.numpy(), np.float64)
+    x = Tensor(X, requires_grad=True)
+    g, = grad(f(x), x, create_graph=True)
+    _close('double backward', grad((g * Tensor(V)).sum(), x)[0].numpy(), hv_ref.numpy(), np.float64)
+    _, jv_ref = torch.func.jvp(ft, (torch.tensor(X),), (torch.tensor(V),))
+    _close('jvp', np.asarray(jvp(f, (Tensor(X),), (Tensor(V),))[1].numpy()), jv_ref.numpy(), np.float64)
+    assert gradcheck(lambda x: nn.cross_entropy(x, t, reduction), (Tensor(X, requires_grad=True),), check_forward=True)
+
+
+def test_cross_entropy_on_cpu_backend_and_twice():
+    "The C++ backend's cross-entropy and gradient equal torch's (float32); a second backward is refused like torch's."
+    logits = (rng.standard_normal((64, 10)) * 5).astype(np.float32)
+    target = rng.integers(0, 10, 64)
+    x, xt = Tensor(logits, requires_grad=True, device='cpu'), torch.tensor(logits, requires_grad=True)
+    l, lt = nn.cross_entropy(x, target), torch.nn.functional.cross_entropy(xt, torch.tensor(target))
+    l.backward(); lt.backward()
+    _close('ce cpu', l.numpy(), lt.detach().numpy(), np.float32)
+    _close('ce grad cpu', x.grad.numpy(), xt.grad.numpy(), np.float32)
+    with pytest.raises(RuntimeError, match="backward through the graph a second time"): l.backward()

@@ -2,6 +2,10 @@
 the same problem, agree to 1e-9 relative (the bar); measured deviations are ~1e-15, rounding of the same formulas in a
 different order. The problem is a least-squares fit plus a bias and a second parameter group, so per-group
 hyperparameters, weight decay on several shapes and parameters without a gradient are all exercised.
+
+On the C++ backend SGD, Adam and AdamW run a fused kernel (csrc/optim.cpp: one pass per parameter, one call per group)
+by default: the same trajectories against torch on that backend, and bitwise equality with the array-op version
+(`fused=False`), which the kernel computes in the same order and precision.
 """
 import math
 import numpy as np
@@ -17,10 +21,10 @@ A, B = rng.standard_normal((10, 4)), rng.standard_normal((10, 3))
 W0, B0 = rng.standard_normal((4, 3)), rng.standard_normal(3)
 
 
-def trajectories(make, steps=20, groups=False, clip=None):
-    w, b = Tensor(W0.copy(), requires_grad=True), Tensor(B0.copy(), requires_grad=True)
+def trajectories(make, steps=20, groups=False, clip=None, device='numpy'):
+    w, b = Tensor(W0.copy(), requires_grad=True, device=device), Tensor(B0.copy(), requires_grad=True, device=device)
     wt, bt = torch.tensor(W0.copy(), requires_grad=True), torch.tensor(B0.copy(), requires_grad=True)
-    unused, unused_t = Tensor(np.ones(2), requires_grad=True), torch.ones(2, dtype=torch.float64, requires_grad=True)
+    unused, unused_t = Tensor(np.ones(2), requires_grad=True, device=device), torch.ones(2, dtype=torch.float64, requires_grad=True)
     if groups:
         ours = make(optim, [{'params': [w, unused]}, {'params': [b], 'lr': 0.003}])
         ref = make(torch.optim, [{'params': [wt, unused_t]}, {'params': [bt], 'lr': 0.003}])
@@ -28,7 +32,7 @@ def trajectories(make, steps=20, groups=False, clip=None):
     worst = 0.0
     for _ in range(steps):
         ours.zero_grad(); ref.zero_grad()
-        r = Tensor(A) @ w + b - Tensor(B); ((r * r).sum() + (w * w * w).sum() * 0.1).backward()
+        r = Tensor(A, device=device) @ w + b - Tensor(B, device=device); ((r * r).sum() + (w * w * w).sum() * 0.1).backward()
         rt = torch.tensor(A) @ wt + bt - torch.tensor(B); ((rt * rt).sum() + (wt ** 3).sum() * 0.1).backward()
         if clip:
             n1 = optim.clip_grad_norm_([w, b], clip); n2 = torch.nn.utils.clip_grad_norm_([wt, bt], clip)
@@ -53,10 +57,12 @@ CONFIGS = {
 }
 
 
+@pytest.mark.parametrize('device', ['numpy', 'cpu'])
 @pytest.mark.parametrize('groups', [False, True], ids=['one-group', 'two-groups'])
 @pytest.mark.parametrize('name', list(CONFIGS))
-def test_trajectory_equals_torch(name, groups):
-    assert trajectories(CONFIGS[name], groups=groups) < 1e-9
+def test_trajectory_equals_torch(name, groups, device):
+    "numpy: the array-op updates; cpu: the fused kernel for SGD/Adam/AdamW (the default there), array ops for RMSprop."
+    assert trajectories(CONFIGS[name], groups=groups, device=device) < 1e-9
 
 
 def test_trajectory_with_clipping_equals_torch():
@@ -119,3 +125,85 @@ def test_cpu_backend_step():
         o.step(); ot.step()
     assert w.device == 'cpu'
     np.testing.assert_allclose(w.numpy(), wt.detach().numpy(), rtol=1e-9)
+
+
+FUSABLE = [k for k in CONFIGS if not k.startswith('rmsprop')]
+
+
+def fused_vs_ops(make, dtype, steps=20, switch_at=None):
+    """The same 20 steps with fused=True and with fused=False on the C++ backend; returns both final parameter sets.
+    `wt` enters the loss transposed, so its gradient is a transposed (non-compact) view the fused path must copy.
+    With `switch_at`, the fused run starts with array ops and switches to the kernel at that step (adopting state the
+    array ops left, including the aliases they create: AMSGrad's first max is v itself, SGD's first buffer is g)."""
+    out = []
+    for fused in (True, False):
+        w = Tensor(W0.astype(dtype), requires_grad=True, device='cpu')
+        wt = Tensor(W0.T.astype(dtype).copy(), requires_grad=True, device='cpu')
+        b = Tensor(B0.astype(dtype), requires_grad=True, device='cpu')
+        opt = make(optim, [w, wt, b])
+        for g in opt.param_groups: g['fused'] = fused if switch_at is None else False
+        a, t = Tensor(A.astype(dtype), device='cpu'), Tensor(B.astype(dtype), device='cpu')
+        for k in range(steps):
+            if switch_at is not None and k == switch_at and fused:
+                for g in opt.param_groups: g['fused'] = True
+            opt.zero_grad()
+            r = a @ w + a @ wt.transpose() * 0.5 + b - t
+            ((r * r).sum() + (w * w * w).sum() * 0.1).backward()
+            opt.step()
+        out.append([p.numpy() for p in (w, wt, b)])
+    return out
+
+
+@pytest.mark.parametrize('dtype', [np.float32, np.float64], ids=['f32', 'f64'])
+@pytest.mark.parametrize('name', FUSABLE)
+def test_fused_equals_array_ops_bitwise(name, dtype):
+    "The kernel does the reference's arithmetic in the same order and precision: equal to the last bit over 20 steps."
+    fused, ops = fused_vs_ops(CONFIGS[name], dtype)
+    for f, o in zip(fused, ops): np.testing.assert_array_equal(f, o)
+
+
+@pytest.mark.parametrize('switch_at', [1, 3])
+@pytest.mark.parametrize('make', [lambda m, p: m.SGD(p, lr=0.01, momentum=0.9), CONFIGS['adam-l2-amsgrad'], CONFIGS['adamw-wd-amsgrad']],
+                         ids=['sgd-momentum', 'adam-amsgrad', 'adamw-amsgrad'])
+def test_fused_adopts_array_op_state(make, switch_at):
+    "After one array-op step, SGD's buffer is the gradient array and AMSGrad's max is v itself: the kernel must copy them."
+    fused, ops = fused_vs_ops(make, np.float64, steps=8, switch_at=switch_at)
+    for f, o in zip(fused, ops): np.testing.assert_array_equal(f, o)
+
+
+def test_fused_is_the_default_on_cpu_only():
+    "fused=None: the kernel on the C++ backend (state made by it is compact and owned), array ops on numpy."
+    for device, expect in (('cpu', True), ('numpy', False)):
+        w = Tensor(W0.copy(), requires_grad=True, device=device)
+        opt = optim.AdamW([w], lr=0.1)
+        calls = []
+        opt._fused_step = lambda *a, _f=opt._fused_step: (calls.append(1), _f(*a))
+        (w * w).sum().backward(); opt.step()
+        assert bool(calls) == expect, device
+    with pytest.raises(RuntimeError, match=r"fused=True needs compact float32 or float64 parameters on the C\+\+ backend \('cpu'\): got a float64 parameter of shape \(4, 3\) on 'numpy'"):
+        optim.Adam([Tensor(W0.copy(), requires_grad=True)], fused=True)
+    with pytest.raises(ValueError, match="fused must be None, False or True"): optim.SGD([w], lr=0.1, fused='yes')
+    assert 'fused=None' in repr(optim.AdamW([w]))
+
+
+def test_fused_step_bumps_version():
+    w = Tensor(np.ones(3), requires_grad=True, device='cpu')
+    opt = optim.SGD([w], lr=0.1, fused=True)
+    (w * w).sum().backward()
+    y = (w * w).sum()
+    v = w._version
+    opt.step()
+    assert w._version == v + 1
+    with pytest.raises(RuntimeError, match="modified by an in-place operation"): y.backward()
+
+
+def test_fused_kernel_checks_its_arguments():
+    "The op itself refuses inconsistent lists and out-of-bounds offsets (a wrong call never writes out of bounds)."
+    ops = optim._fused_ops()
+    p, g = torch.zeros(4), torch.zeros(4)
+    with pytest.raises(RuntimeError, match="same length"):
+        ops.sgd_([p], [0], [g, g], [0, 0], [], [4], 0.1, 0.0, 0.0, 0.0, False, False)
+    with pytest.raises(RuntimeError, match="outside its buffer"):
+        ops.sgd_([p], [2], [g], [0], [], [4], 0.1, 0.0, 0.0, 0.0, False, False)
+    with pytest.raises(RuntimeError, match="has dtype"):
+        ops.adam_([p], [0], [g.double()], [0], [p.clone()], [p.clone()], [], [4], [1], 0.1, 0.9, 0.99, 1e-8, 0.0, True, False)

@@ -160,7 +160,7 @@ class Tensor:
     is_leaf = property(lambda self: self._ctx is None)
     grad_fn = property(lambda self: self._ctx)
     _version = property(lambda self: self._vc[0])
-    def numel(self) -> int: return int(np.prod(self.shape, dtype=np.int64))
+    def numel(self) -> int: return math.prod(self.data.shape)
     def size(self, dim=None): return self.shape if dim is None else self.shape[dim]
     def __len__(self):
         if not self.shape: raise TypeError("len() of a 0-d tensor")
@@ -263,8 +263,7 @@ class Tensor:
     def logsumexp(self, axis=None, keepdims=False, *, dim=None, keepdim=None):
         "log(sum(exp(x))) without overflow: the max is shifted out (and detached: its gradient is exactly zero)."
         axes, keep = _axes(self.ndim, axis if dim is None else dim), keepdims if keepdim is None else keepdim
-        m = self.data.max(axis=axes, keepdims=True)                     # (..., 1, ...) the shift, a constant
-        m = Tensor._make(nd.where(m.abs() == math.inf, nd.zeros_like(m), m))       # an all -inf slice: shift by 0, not -inf
+        m = _finite_shift(self.data.max(axis=axes, keepdims=True))       # (..., 1, ...) the shift, a constant
         out = (self - m).exp().sum(axes, keepdims=True).log() + m
         return out if keep else out.reshape(tuple(s for i, s in enumerate(out.shape) if i not in axes))
 
@@ -277,7 +276,7 @@ class Tensor:
         if neg:
             if n == 0 or self.numel() % n: raise ShapeError(f"cannot reshape tensor of shape {self.shape} into {shape}")
             shape = tuple(self.numel() // n if s == -1 else s for s in shape)
-        if int(np.prod(shape, dtype=np.int64)) != self.numel():
+        if math.prod(shape) != self.numel():
             raise ShapeError(f"cannot reshape tensor of shape {self.shape} ({self.numel()} elements) into {shape}")
         return self if shape == self.shape else Reshape.apply(self, shape=shape)
     view = reshape
@@ -337,6 +336,12 @@ class Tensor:
     def __setitem__(self, idx, value):
         idx, _ = _check_index(idx, self.shape)
         self._inplace(lambda t: SetItem.apply(t, t._const(value).astype(t.dtype), idx=idx))
+
+def _finite_shift(m: NDArray) -> Tensor:
+    """The max `m` clamped to the finite range, as a constant: an all -inf slice is shifted by the most negative float
+    instead of -inf (-inf - -inf would be NaN), an +inf one by the largest (then exp overflows to the right +inf)."""
+    big = float(np.finfo(m.dtype).max) if m.dtype.kind == 'f' else math.inf
+    return Tensor._make(m.maximum(-big).minimum(big))
 
 def _is_num(v) -> bool: return isinstance(v, (int, float, np.number)) and not isinstance(v, np.complexfloating)
 
@@ -419,6 +424,8 @@ class Function:
         ctx.needs_input_grad = tuple(t.requires_grad for t in inputs) if _state.grad_enabled else (False,) * len(inputs)
         record = any(ctx.needs_input_grad)
         fw = _state.forward_ad and any(t._fw_grad is not None for t in inputs)
+        if not (record or fw or _state.anomaly):  # nothing will differentiate this op (a backward pass, no_grad): just compute
+            return Tensor._make(ctx.forward(*inputs, **params), False, vc=inputs[0]._vc if cls.is_view else None)
         ctx._record, ctx._keep, ctx._fw = record, record or fw, fw
         if record and _state.segment is not None:        # inside checkpoint(): keep nothing, recompute later
             ctx._segment, ctx._keep = _state.segment, fw
@@ -714,6 +721,9 @@ class _Masked(Function):
     def jvp(self, t): return t * self._m()
 
 class ReLU(_Masked):
+    def forward(self, x):
+        self.save_for_backward(x)
+        return x.data.maximum(0)        # one op (x * mask would be two, and would turn -inf into NaN)
     def mask(self, x): return x > 0     # the gradient at 0 is 0, as in torch
 
 class Abs(_Masked):

@@ -137,10 +137,7 @@ def set_default_device(device) -> Device:
 _default_device[0] = get_device('numpy')
 
 # %% ../nbs/01_ndarray.ipynb #afd26e00
-def _prod(xs) -> int:
-    p = 1
-    for x in xs: p *= x
-    return p
+_prod = math.prod   # the product of the sizes (1 for an empty shape); C code: it is on every op's path
 
 @functools.lru_cache(maxsize=4096)  # a program uses few distinct shapes, and this is on every op's path
 def _compact_strides(shape: tuple) -> tuple:
@@ -861,7 +858,8 @@ class CpuDevice(TorchOpsDevice, NumpyDevice):
 
 def _py_scalar(s, dtype: np.dtype):
     "`s` rounded to `dtype` as numpy would (a float64 value rounded to float32 stays rounded), as a Python number."
-    with np.errstate(all='ignore'): return dtype.type(s).item()
+    if dtype.kind == 'f' and type(s) in (float, int) and -3e38 < s < 3e38: return dtype.type(s).item()  # cannot overflow
+    with np.errstate(all='ignore'): return dtype.type(s).item()   # an overflow to inf is numpy's answer, not a warning
 
 _DEVICE_FACTORIES['cpu'] = CpuDevice
 

@@ -34,29 +34,65 @@ class Optimizer:
             if k in g and g[k] < 0: raise ValueError(f"Invalid {'learning rate' if k == 'lr' else k} value: {g[k]}")
         for i, b in enumerate(g.get('betas', ())):
             if not 0 <= b < 1: raise ValueError(f"Invalid beta parameter at index {i}: {b}")
+        if g.get('fused') not in (None, False, True): raise ValueError(f"fused must be None, False or True, got {g['fused']!r}")
+        if g.get('fused'): _fusable(g['params'], required=True)
     def zero_grad(self, set_to_none: bool = True):
         for g in self.param_groups:
             for p in g['params']:
                 p.grad = None if set_to_none or p.grad is None else Tensor._make(nd.zeros(p.shape, dtype=p.dtype, device=p.device))
     def step(self):
-        "One update of every parameter that has a gradient."
+        "One update of every parameter that has a gradient: one fused kernel call per group where possible, else array ops."
         with no_grad():
             for g in self.param_groups:
-                for p in g['params']:
-                    if p.grad is None: continue
+                params = [p for p in g['params'] if p.grad is not None]
+                if not params: continue
+                if g.get('fused', False) is not False and _fusable(params, required=bool(g['fused'])):   # None: where possible
+                    self._fused_step(params, [self.state.setdefault(id(p), {}) for p in params], g)
+                    for p in params: p._vc[0] += 1               # in place, as copy_ does: stale graphs must notice
+                    continue
+                for p in params:
                     st = self.state.setdefault(id(p), {})
                     new = self._update(p.data, p.grad.data, st, g)       # NDArray arithmetic: no graph, no autodiff overhead
                     p.copy_(new)
     def _update(self, p, g, state, group): raise NotImplementedError
+    def _fused_step(self, params, states, group): raise NotImplementedError
     def __repr__(self):
         hyper = {k: v for k, v in self.param_groups[0].items() if k != 'params'}
         return f"{type(self).__name__}({', '.join(f'{k}={v}' for k, v in hyper.items())})"
 
+# %% ../nbs/03b_optim.ipynb #a7e1f0c2
+_FUSED_DTYPES = (np.dtype('float32'), np.dtype('float64'))
+
+def _fusable(params, required: bool = False) -> bool:
+    """Can one kernel call update `params`: compact float32/float64 arrays on the C++ backend ('cpu')? With `required`
+    (fused=True), a parameter that cannot is a RuntimeError naming it, as torch's `fused=True` does."""
+    for p in params:
+        a = p.data
+        if a.device.name != 'cpu' or a.dtype not in _FUSED_DTYPES or not a.is_compact():
+            if not required: return False
+            raise RuntimeError(f"fused=True needs compact float32 or float64 parameters on the C++ backend ('cpu'): got a "
+                               f"{a.dtype} parameter of shape {a.shape} on {a.device.name!r}"
+                               + ('' if a.is_compact() else ' with non-compact strides'))
+    return True
+
+def _fused_ops():
+    "The fused-update kernels of csrc/optim.cpp (compiled on first use)."
+    from tinygrad_book.ext import load_ops
+    return load_ops('optim', cuda=False)
+
+def _flat(arrays) -> tuple:
+    "(buffers, offsets) of compact arrays: array i is buffers[i][offsets[i] : offsets[i] + size]."
+    return [a._buf for a in arrays], [a.offset for a in arrays]
+
+def _own(a, *others):
+    "`a` as a compact array sharing memory with none of `others` (state left by the array-op path may alias: buf = g)."
+    return a if a.is_compact() and a.offset == 0 and not any(a.shares_memory(o) for o in others) else a.copy()
+
 # %% ../nbs/03b_optim.ipynb #2527c85e
 class SGD(Optimizer):
     """torch.optim.SGD: d = g + wd*p; with momentum, buf = momentum*buf + (1-dampening)*d (buf = d on the first step)
-    and the step uses buf (or d + momentum*buf with nesterov)."""
-    defaults = dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False)
+    and the step uses buf (or d + momentum*buf with nesterov). `fused`: see `Adam`."""
+    defaults = dict(lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, fused=None)
     def _check(self, g):
         super()._check(g)
         if g['nesterov'] and (g['momentum'] <= 0 or g['dampening'] != 0):
@@ -69,6 +105,19 @@ class SGD(Optimizer):
             st['momentum_buffer'] = buf
             g = g + buf * h['momentum'] if h['nesterov'] else buf
         return p - g * h['lr']
+    def _fused_step(self, params, states, h):
+        ps, gs = [p.data for p in params], [p.grad.data.compact() for p in params]
+        bufs, fresh = [None] * len(ps), [False] * len(ps)
+        if h['momentum']:
+            for i, (p, g, st) in enumerate(zip(ps, gs, states)):
+                if 'momentum_buffer' not in st: st['momentum_buffer'], fresh[i] = nd.zeros_like(p), True
+                bufs[i] = st['momentum_buffer'] = _own(st['momentum_buffer'], p, g)
+        for init in (True, False):       # buffers on their first step (buf = d), and the others
+            k = [i for i in range(len(ps)) if fresh[i] == init]
+            if not k: continue
+            _fused_ops().sgd_(*_flat([ps[i] for i in k]), *_flat([gs[i] for i in k]),
+                              [bufs[i]._buf for i in k] if h['momentum'] else [], [ps[i].size for i in k],
+                              h['lr'], h['momentum'], h['dampening'], h['weight_decay'], h['nesterov'], init)
 
 class RMSprop(Optimizer):
     "torch.optim.RMSprop: divide by a running RMS of the gradient (optionally centred), with optional momentum."
@@ -88,8 +137,10 @@ class RMSprop(Optimizer):
 
 class Adam(Optimizer):
     """torch.optim.Adam. `weight_decay` here is L2 regularisation: wd*p is added to the gradient, so it is rescaled by the
-    adaptive denominator like the rest of the gradient (AdamW decouples it)."""
-    defaults = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False)
+    adaptive denominator like the rest of the gradient (AdamW decouples it). `fused`: None (the default) runs the whole
+    update of a group as one kernel call where the parameters allow it (compact float32/float64 arrays on the C++
+    backend) and as array ops elsewhere; True requires the kernel; False always uses the array ops."""
+    defaults = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, fused=None)
     decoupled = False
     def _update(self, p, g, st, h):
         b1, b2 = h['betas']
@@ -103,10 +154,23 @@ class Adam(Optimizer):
         bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
         denom = v.sqrt() / math.sqrt(bc2) + h['eps']        # torch's order of operations, for 1e-9 agreement in float64
         return p - m / denom * (h['lr'] / bc1)
+    def _fused_step(self, params, states, h):
+        "The same update, one kernel call for the group (csrc/optim.cpp): zero moments make its first step the one above."
+        ps, gs = [p.data for p in params], [p.grad.data.compact() for p in params]   # a transposed-view gradient: one copy
+        keys = ('exp_avg', 'exp_avg_sq') + (('max_exp_avg_sq',) if h['amsgrad'] else ())
+        for p, g, st in zip(ps, gs, states):
+            st['step'] = st.get('step', 0) + 1
+            for k in keys:
+                st[k] = _own(st[k], p, g, *(st[j] for j in keys if j != k and j in st)) if k in st else nd.zeros_like(p)
+        b1, b2 = h['betas']
+        _fused_ops().adam_(*_flat(ps), *_flat(gs), *([st[k]._buf for st in states] for k in ('exp_avg', 'exp_avg_sq')),
+                           [st['max_exp_avg_sq']._buf for st in states] if h['amsgrad'] else [],
+                           [p.size for p in ps], [st['step'] for st in states], h['lr'], b1, b2, h['eps'],
+                           h['weight_decay'], self.decoupled, h['amsgrad'])
 
 class AdamW(Adam):
     "torch.optim.AdamW: Adam with decoupled weight decay, p <- p*(1 - lr*wd) before the Adam step."
-    defaults = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False)
+    defaults = dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, fused=None)
     decoupled = True
 
 # %% ../nbs/03b_optim.ipynb #6879e609
