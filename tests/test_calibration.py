@@ -243,3 +243,49 @@ def test_reliability_diagram_draws_on_given_axes():
         assert len(axs[0].patches) == 0  # nothing drawn on the other axes
     finally:
         plt.close(fig)
+
+
+# ---------------------------------------------------------------- docstring claims (issue 6)
+
+def test_docstring_examples_hold():
+    "The examples in TemperatureScaler's __init__ and forward docstrings."
+    assert round(TemperatureScaler(2.0).temperature, 6) == 2.0
+    out = TemperatureScaler(2.0)(torch.tensor([[2.0, -4.0]]))
+    assert torch.allclose(out, torch.tensor([[1.0, -2.0]]), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_forward_keeps_dtype_and_any_leading_shape(dtype):
+    z = torch.randn(2, 3, 5).to(dtype)
+    out = TemperatureScaler(3.0)(z)
+    assert out.dtype == dtype and out.shape == z.shape
+    assert torch.equal(out.argmax(-1), z.argmax(-1))
+
+
+def test_fit_on_log_probabilities_equals_fit_on_logits():
+    "log_softmax(z) = z - logsumexp(z) row by row: a per-row constant that softmax ignores, so the optimal T is the same."
+    z, y = _sample_problem(n=5000, seed=3)
+    t_logits = TemperatureScaler().fit(z * 2, y).temperature
+    t_logp = TemperatureScaler().fit(torch.log_softmax(z * 2, -1), y).temperature
+    assert t_logp == pytest.approx(t_logits, rel=1e-5)
+
+
+def test_reliability_diagram_gap_spans_accuracy_to_confidence():
+    "The gap is an unfilled hatched outline from each non-empty bin's accuracy to its mean confidence (brute force)."
+    import matplotlib.pyplot as plt
+    probs, y = _random_probs(400, 5, seed=15, sharpness=2.5)
+    n_bins = 10
+    ax = reliability_diagram(probs, y, n_bins=n_bins)
+    try:
+        gap = [c for c in ax.containers if c.get_label() == "Gap to mean confidence"]
+        assert len(gap) == 1
+        expected = [(acc, cf) for cnt, acc, cf in _brute_force_bins(probs, y, n_bins) if cnt]
+        assert len(gap[0]) == len(expected)
+        for patch, (acc, cf) in zip(gap[0], expected):
+            lo, hi = sorted((patch.get_y(), patch.get_y() + patch.get_height()))
+            assert (lo, hi) == pytest.approx(tuple(sorted((acc, cf))), abs=1e-9)
+            assert patch.get_facecolor()[3] == 0 and patch.get_hatch()  # an outline: no fill colour of its own
+        labels = ax.get_legend_handles_labels()[1]
+        assert "Gap to mean confidence" in labels and "Accuracy" in labels
+    finally:
+        plt.close(ax.figure)
