@@ -339,8 +339,10 @@ class Tensor:
 
 def _finite_shift(m: NDArray) -> Tensor:
     """The max `m` clamped to the finite range, as a constant: an all -inf slice is shifted by the most negative float
-    instead of -inf (-inf - -inf would be NaN), an +inf one by the largest (then exp overflows to the right +inf)."""
-    big = float(np.finfo(m.dtype).max) if m.dtype.kind == 'f' else math.inf
+    instead of -inf (-inf - -inf would be NaN), an +inf one by the largest (then exp overflows to the right +inf).
+    Reading the maxima (one value per slice) to check is cheaper than two array ops that change nothing."""
+    if m.dtype.kind != 'f' or np.isfinite(m.numpy()).all(): return Tensor._make(m)
+    big = float(np.finfo(m.dtype).max)
     return Tensor._make(m.maximum(-big).minimum(big))
 
 def _is_num(v) -> bool: return isinstance(v, (int, float, np.number)) and not isinstance(v, np.complexfloating)

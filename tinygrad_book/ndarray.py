@@ -633,7 +633,9 @@ def _nd__reduce(self: NDArray, op: str, axis, keepdims: bool) -> NDArray:
     view = self.permute(kept + list(axes)) if axes != tuple(range(self.ndim - len(axes), self.ndim)) else self
     out = NDArray._empty(out_shape, np.dtype('int64') if op.startswith('arg') else self._dtype, self._device)
     self._device.reduce(op, view, len(axes), out)
-    if keepdims: out = out.reshape([1 if d in axes else n for d, n in enumerate(self._shape)])
+    if keepdims:   # a fresh compact array with 1s inserted is still compact: a view, no reshape logic needed
+        shape = tuple(1 if d in axes else n for d, n in enumerate(self._shape))
+        out = out._view(shape, _compact_strides(shape), 0)
     return out
 
 @_patch

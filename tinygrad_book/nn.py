@@ -185,11 +185,17 @@ class Affine(Function):
     def backward(self, g):
         x, w = self.saved_tensors
         need = self.needs_input_grad
-        g2 = g.reshape(-1, g.shape[-1])                # (N, out): batch dimensions flattened
+        # The same three lines run on Tensors (recorded: create_graph, or tangents for hvp) or, in a plain backward
+        # where nothing will be differentiated, directly on their arrays: no Tensor wrappers, no engine calls.
+        plain = not is_grad_enabled() and g._fw_grad is None and all(t is None or t._fw_grad is None for t in (x, w))
+        if plain: g, x, w = g.data, (x.data if x is not None else None), (w.data if w is not None else None)
+        rows = lambda a: a if a.ndim == 2 else a.reshape(-1, a.shape[-1])     # batch dimensions flattened
+        g2 = rows(g)                                   # (N, out)
         gx = g @ w if need[0] else None                # (..., out) @ (out, in) -> (..., in)
-        gw = g2.mT @ x.reshape(-1, x.shape[-1]) if need[1] else None    # (out, N) @ (N, in) -> (out, in)
+        gw = g2.T @ rows(x) if need[1] else None       # (out, N) @ (N, in) -> (out, in)
         gb = g2.sum(0) if len(need) > 2 and need[2] else None            # (out,)
-        return (gx, gw, gb)[:len(need)]
+        grads = (gx, gw, gb)[:len(need)]
+        return tuple(Tensor._make(a) if plain and a is not None else a for a in grads)
     def jvp(self, tx, tw, tb=None):
         x, w = self.saved_tensors
         return _tsum(None if tx is None else tx @ w.mT, None if tw is None else x @ tw.mT, tb)
@@ -439,7 +445,8 @@ class CrossEntropy(Function):
             p = (x - x.logsumexp(1, keepdims=True)).exp()
             return (p - Tensor(onehot, device=x.device)) * self._scale(g, N)
         d = self.e / self.s - nd.NDArray(onehot, device=x.device)      # softmax - onehot, (N, C)
-        return Tensor._make(d * self._scale(g, N).data)
+        if self.reduction == 'none': return Tensor._make(d * g.data.reshape(N, 1))
+        return Tensor._make(d * (g.item() / N if self.reduction == 'mean' else g.item()))   # one scalar op
     def jvp(self, t):
         x, = self.saved_tensors
         N = x.shape[0]
