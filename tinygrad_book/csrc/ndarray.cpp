@@ -276,19 +276,41 @@ inline float log_op(float x) {
 }
 inline double log_op(double x) { return std::log(x); }
 
+// float32 tanh, branch-free so that it vectorises. Two pieces, both computed, one selected:
+//   |x| < 0.625: Cephes' odd polynomial x + x^3 P(x^2) (no cancellation near 0);
+//   else:        1 - 2 / (e^{2|x|} + 1), where 2 / (e^{2|x|} + 1) <= 0.46, so its rounding errors shrink in the
+//                subtraction. e^{2|x|} = 2^k e^{2t}, with k = round(2|x| / ln2) and |t| <= ln2/4; e^{2t} - 1 ~ t q(t),
+//                a degree-6 minimax fit of our own (relative error 0.28 ulp with float32 coefficients).
+// Cheaper than building it on exp_f32 (which it used to do): |x| is clamped to 10 (tanh rounds to 1 in float32
+// from 9.011 on), so 2^k (k <= 29) is one normal float made by a shift, and no other range check is needed; and
+// e^{2|x|} + 1 comes out of the last FMA. On the book's 2048x2048 benchmark this took the op from 1.61x numpy's
+// time to 1.13x. The sign is put back last (so tanh(-0) = -0); NaN propagates through the clamp.
+// Error, measured over all 2^32 float32 inputs against float64 tanh: at most 1.17 ulp (at x = 0.6258; the previous
+// version: 1.33 ulp). tests/test_ndarray.py checks a dense sweep against 1.25 ulp.
 inline float tanh_op(float x) {
-  // |x| < 0.625: Cephes' odd polynomial (no cancellation near 0); else 1 - 2 / (exp(2|x|) + 1), with the sign.
-  const float ax = std::fabs(x), z = x * x;
+  using tgb::bits_to_float, tgb::float_to_bits;
+  const int32_t sign = float_to_bits(x) & int32_t(0x80000000u);
+  const float ax = bits_to_float(float_to_bits(x) & 0x7fffffff), z = ax * ax;
   float p = -5.70498872745e-3f;
   p = p * z + 2.06390887954e-2f;
   p = p * z - 5.37397155531e-2f;
   p = p * z + 1.33314422036e-1f;
   p = p * z - 3.33332819422e-1f;
-  const float small = p * z * x + x;
-  // 2|x| is clamped to 88 (tanh is 1 in float32 long before), so exp's core needs none of its range checks
-  const float big = 1.0f - 2.0f / (tgb::exp_core_f32(ax > 44.0f ? 88.0f : 2.0f * ax) + 1.0f);
-  const float r = ax < 0.625f ? small : std::copysign(big, x);
-  return x != x ? x : r;
+  const float small = p * z * ax + ax;
+  const float a = ax > 10.0f ? 10.0f : ax;  // NaN fails the comparison and stays NaN
+  // k = round(2a / ln2) by the 1.5 * 2^23 trick, with the exponent bias 127 folded into the constant, so that
+  // the low bits of kb shifted into the exponent field are 2^k
+  const float kb = a * 2.88539008177792681f + (12582912.0f + 127.0f);
+  const float s = bits_to_float(float_to_bits(kb) << 23);
+  const float t = (kb - (12582912.0f + 127.0f)) * -0.346573590279972655f + a;  // a - k ln2 / 2
+  float q = 0x1.6bec0ap-4f;
+  q = q * t + 0x1.122768p-2f;
+  q = q * t + 0x1.555674p-1f;
+  q = q * t + 0x1.5554b0p+0f;
+  q = q * t + 0x1.fffffep+0f;
+  q = q * t + 2.0f;                                  // e^{2t} - 1 ~ t q
+  const float big = 1.0f - 2.0f / (q * (t * s) + (s + 1.0f));  // e^{2a} + 1 = s (1 + t q) + 1
+  return bits_to_float(float_to_bits(ax < 0.625f ? small : big) | sign);
 }
 inline double tanh_op(double x) { return std::tanh(x); }
 
