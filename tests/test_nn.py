@@ -292,3 +292,14 @@ def test_cross_entropy_on_cpu_backend_and_twice():
     _close('ce cpu', l.numpy(), lt.detach().numpy(), np.float32)
     _close('ce grad cpu', x.grad.numpy(), xt.grad.numpy(), np.float32)
     with pytest.raises(RuntimeError, match="backward through the graph a second time"): l.backward()
+
+
+def test_cross_entropy_empty_batch():
+    "N = 0, like torch: mean is NaN, sum is 0, none is empty, and every backward gives an empty (0, C) gradient."
+    for red, expect in (('mean', np.nan), ('sum', 0.0), ('none', np.zeros(0))):
+        for create_graph in (False, True):
+            x = Tensor(np.zeros((0, 3)), requires_grad=True)
+            l = nn.cross_entropy(x, np.zeros(0, int), red)
+            np.testing.assert_array_equal(l.numpy(), expect)
+            l.sum().backward(create_graph=create_graph)
+            assert x.grad.shape == (0, 3)

@@ -436,7 +436,7 @@ class CrossEntropy(Function):
         return total if reduction == 'sum' else total / N if N else total * math.nan
     def _scale(self, g, N):
         "The incoming gradient per row: g for 'sum', g/N for 'mean', g[:, None] for 'none'."
-        return g if self.reduction == 'sum' else g / N if self.reduction == 'mean' else g.reshape(N, 1)
+        return g if self.reduction == 'sum' else g / max(N, 1) if self.reduction == 'mean' else g.reshape(N, 1)   # N = 0: an empty gradient
     def backward(self, g):
         x, = self.saved_tensors
         N, C = x.shape
@@ -446,7 +446,7 @@ class CrossEntropy(Function):
             return (p - Tensor(onehot, device=x.device)) * self._scale(g, N)
         d = self.e / self.s - nd.NDArray(onehot, device=x.device)      # softmax - onehot, (N, C)
         if self.reduction == 'none': return Tensor._make(d * g.data.reshape(N, 1))
-        return Tensor._make(d * (g.item() / N if self.reduction == 'mean' else g.item()))   # one scalar op
+        return Tensor._make(d * (g.item() / max(N, 1) if self.reduction == 'mean' else g.item()))   # one scalar op
     def jvp(self, t):
         x, = self.saved_tensors
         N = x.shape[0]

@@ -6,7 +6,7 @@
 __all__ = ['Optimizer', 'SGD', 'RMSprop', 'Adam', 'AdamW', 'clip_grad_norm_', 'warmup_cosine', 'WarmupCosine']
 
 # %% ../nbs/03b_optim.ipynb #39671f39
-import math
+import math, os
 import numpy as np
 from . import ndarray as nd
 from .autodiff import Tensor, no_grad
@@ -66,6 +66,7 @@ _FUSED_DTYPES = (np.dtype('float32'), np.dtype('float64'))
 def _fusable(params, required: bool = False) -> bool:
     """Can one kernel call update `params`: compact float32/float64 arrays on the C++ backend ('cpu')? With `required`
     (fused=True), a parameter that cannot is a RuntimeError naming it, as torch's `fused=True` does."""
+    if not required and os.environ.get('TINYGRAD_BOOK_KERNELS', '1') == '0': return False   # compile nothing: array ops
     for p in params:
         a = p.data
         if a.device.name != 'cpu' or a.dtype not in _FUSED_DTYPES or not a.is_compact():

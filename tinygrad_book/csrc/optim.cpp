@@ -12,7 +12,9 @@
 // The arithmetic is the reference's, operation for operation in the same order and precision (the dtype of the
 // parameter, scalars rounded to it), so the fused update equals the multi-op one to the last bit; the compiler
 // must not contract a*b+c into a fused multiply-add (which rounds once instead of twice), hence the pragma.
-#if defined(__GNUC__) && !defined(__clang__)
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#elif defined(__GNUC__)
 #pragma GCC optimize("fp-contract=off")
 #endif
 #include <torch/library.h>
