@@ -725,6 +725,7 @@ def ece(logits_or_probs, labels, n_bins: int = 15, from_logits: bool = None) -> 
     `from_logits=True`: `logits_or_probs` (N, C) are logits (softmax is applied); `False`: they are probabilities.
     The default, `None`, guesses: probabilities when every entry is in [0, 1] and every row sums to 1 (within
     the rounding of their dtype), logits otherwise. Say which when you know. `labels` (N,) are class indices.
+    PyTorch has no counterpart; this is the top-label ECE of Guo et al., bins closed on the right.
 
     >>> round(ece(torch.tensor([[0.95, 0.05], [0.25, 0.75]]), torch.tensor([0, 0]), n_bins=10), 6)  # |1-.95|/2 + |0-.75|/2
     0.4
@@ -735,7 +736,8 @@ def ece(logits_or_probs, labels, n_bins: int = 15, from_logits: bool = None) -> 
 def reliability_diagram(logits_or_probs, labels, n_bins: int = 15, ax=None, title=None, from_logits: bool = None):
     """Bar chart of accuracy per confidence bin against the diagonal; the gap from each bin's accuracy to its mean
     confidence is a hatched red outline (over the bar where the model is underconfident, above it where it is
-    overconfident). `from_logits` as in `ece`. Draws on `ax` (a new 4.5 x 4.5 in figure if None) and returns it."""
+    overconfident). `from_logits` as in `ece`. Draws on `ax` (a new 4.5 x 4.5 in figure if None) and returns it.
+    PyTorch has no counterpart."""
     import matplotlib.pyplot as plt  # lazy: importing the module should not require a plotting backend
     count, acc_sum, conf_sum = _calibration_bins(logits_or_probs, labels, n_bins, from_logits)
     nonempty = count > 0
