@@ -301,6 +301,21 @@ def test_tanh_float32_ulp_bound(device):
 
 
 @pytest.mark.parametrize('device', DEVICES)
+@pytest.mark.parametrize('dtype', FLOATS)
+def test_unary_long_strided_rows(device, dtype):
+    """Rows longer than the C++ kernel's 128-element gather block, read with a step (forward, reversed, with a
+    ragged last block), and written with a step (stack along the last axis copies each input into a strided slice
+    of the output)."""
+    a = arr((3, 1000), dtype, 30, -5, 5)
+    x, rt = NDArray(a, device=device), ULP_RTOL[np.dtype(dtype)]
+    for view, ref in ((x[:, ::2], a[:, ::2]), (x[::-1, ::-3], a[::-1, ::-3]), (x[:, 1::7], a[:, 1::7])):
+        check_close(view.tanh(), np.tanh(ref), rt)
+        check_close(view.exp(), np.exp(ref), rt)
+        check_equal(-view, -ref)
+    check_equal(nd.stack([x, x[::-1]], axis=-1), np.stack([a, a[::-1]], axis=-1))
+
+
+@pytest.mark.parametrize('device', DEVICES)
 def test_type_promotion(device):
     f32 = NDArray([1.0, 2.0], device=device)
     f64 = NDArray([1.0, 2.0], dtype='float64', device=device)

@@ -174,8 +174,30 @@ inline void inner_loop(int64_t n, TO* o, int64_t so, const std::array<const TI*,
     } else if (so == 1 && s[0] == 0) {
       const TO v = f(a[0]);
       for (int64_t i = 0; i < n; ++i) o[i] = v;
-    } else {
+    } else if (n < 64) {  // a 32-wide tile of ewise's transposed walk: the buffering below measured no gain there
       for (int64_t i = 0; i < n; ++i) o[i * so] = f(a[i * s[0]]);
+    } else {
+      // A strided operand (a slice with a step): element by element, this loop costs little more than a copy for
+      // neg, but 16x the arithmetic for exp or tanh. Gather a block into a local buffer, apply f to it as a vector
+      // loop, and scatter the results: x[:, ::2].tanh() on (2048, 4096) float32 went from 5.2-7.0 ms to 3.1-4.3 ms.
+      constexpr int64_t B = 128;
+      TI buf[B];
+      for (int64_t i0 = 0; i0 < n; i0 += B) {
+        const int64_t m = std::min(B, n - i0);
+        const TI* ab = a + i0 * s[0];
+        for (int64_t j = 0; j < m; ++j) buf[j] = ab[j * s[0]];
+        if (so == 1) {
+          TO* ob = o + i0;
+#pragma omp simd
+          for (int64_t j = 0; j < m; ++j) ob[j] = f(buf[j]);
+        } else {
+          TO res[B];
+#pragma omp simd
+          for (int64_t j = 0; j < m; ++j) res[j] = f(buf[j]);
+          TO* ob = o + i0 * so;
+          for (int64_t j = 0; j < m; ++j) ob[j * so] = res[j];
+        }
+      }
     }
   } else if constexpr (NIN == 2) {
     const TI *a = p[0], *b = p[1];
