@@ -303,3 +303,22 @@ def test_cross_entropy_empty_batch():
             np.testing.assert_array_equal(l.numpy(), expect)
             l.sum().backward(create_graph=create_graph)
             assert x.grad.shape == (0, 3)
+
+
+@pytest.mark.parametrize('device', ['numpy', 'cpu'])
+def test_maxpool_node_higher_order_and_ties(device):
+    """The MaxPool node (overlapping, padded windows): double backward and forward-over-reverse hvp against torch
+    (float64, no ties in random data), gradcheck in both modes, and ties sharing the gradient equally."""
+    from tinygrad_book.autodiff import grad, hvp, gradcheck
+    X, V = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((2, 3, 7, 6))
+    f = lambda x: (nn.max_pool2d(x, 3, 2, 1) ** 2).sum()
+    ft = lambda x: (torch.nn.functional.max_pool2d(x, 3, 2, 1) ** 2).sum()
+    _, hv_ref = torch.autograd.functional.hvp(ft, torch.tensor(X), torch.tensor(V))
+    _close('maxpool hvp', hvp(f, Tensor(X, device=device), Tensor(V, device=device))[1].numpy(), hv_ref.numpy(), np.float64)
+    x = Tensor(X, requires_grad=True, device=device)
+    g, = grad(f(x), x, create_graph=True)
+    _close('maxpool double backward', grad((g * Tensor(V, device=device)).sum(), x)[0].numpy(), hv_ref.numpy(), np.float64)
+    assert gradcheck(lambda x: nn.max_pool2d(x, 3, 2, 1), (Tensor(X[:1, :1], requires_grad=True, device=device),), check_forward=True)
+    t = Tensor(np.ones((1, 1, 2, 2)), requires_grad=True, device=device)
+    nn.max_pool2d(t, 2).sum().backward()
+    np.testing.assert_array_equal(t.grad.numpy(), np.full((1, 1, 2, 2), 0.25))

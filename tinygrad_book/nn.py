@@ -6,11 +6,12 @@
 __all__ = ['Parameter', 'Module', 'Affine', 'linear', 'Linear', 'manual_seed', 'ReLU', 'Tanh', 'Sigmoid', 'Erf', 'GELU',
            'Sequential', 'Residual', 'Flatten', 'Dropout', 'LayerNorm', 'BatchNorm1d', 'BatchNorm2d', 'Embedding',
            'CrossEntropy', 'cross_entropy', 'CrossEntropyLoss', 'mse_loss', 'MSELoss', 'Im2Col', 'Col2Im', 'pad2d',
-           'conv2d', 'max_pool2d', 'Conv2d', 'MaxPool2d', 'calculate_gain', 'xavier_uniform_', 'xavier_normal_',
-           'kaiming_uniform_', 'kaiming_normal_', 'normal_', 'zeros_', 'DataLoader', 'nn_benchmarks', 'digits_cnn']
+           'conv2d', 'MaxPool', 'max_pool2d', 'Conv2d', 'MaxPool2d', 'calculate_gain', 'xavier_uniform_',
+           'xavier_normal_', 'kaiming_uniform_', 'kaiming_normal_', 'normal_', 'zeros_', 'DataLoader', 'nn_benchmarks',
+           'digits_cnn']
 
 # %% ../nbs/03_nn.ipynb #ad04f8ff
-import math, itertools, sys, time
+import functools, math, itertools, sys, time
 from collections import OrderedDict, namedtuple
 import numpy as np
 from . import ndarray as nd
@@ -419,7 +420,7 @@ def _reduce(loss: Tensor, reduction: str) -> Tensor:
 class CrossEntropy(Function):
     """Per row logsumexp(x) - x[target], reduced, as ONE graph node. Forward keeps e = exp(x - max) and its row sums s,
     so backward is softmax - onehot = e/s - onehot, times the incoming gradient: three array ops, where the same loss
-    composed from Tensor ops records ten nodes and runs about twenty. (torch fuses log_softmax + nll_loss likewise.)
+    composed from Tensor ops records a node per step, each with its own backward. (torch fuses log_softmax + nll_loss likewise.)
     Under `create_graph` the backward is the same formula written with Tensor ops, so it can be differentiated again."""
     saves_state = True
     def forward(self, logits, target, reduction):
@@ -493,18 +494,22 @@ def _pair(v, name):
 
 def _out_size(n, k, s, d): return (n - d * (k - 1) - 1) // s + 1
 
+def _windows(a, kernel, stride, dilation):
+    "The (N, C, OH, OW, KH, KW) window view of an (N, C, H, W) array: no copy, only new strides."
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
+    N, C, H, W = a.shape
+    oh, ow = _out_size(H, kh, sh, dh), _out_size(W, kw, sw, dw)
+    s = a.strides
+    return a._view((N, C, oh, ow, kh, kw), (s[0], s[1], s[2] * sh, s[3] * sw, s[2] * dh, s[3] * dw), a.offset)
+
 class Im2Col(Function):
     """(N, C, H, W) -> (N, C, OH, OW, KH, KW) windows as a *view*: no copy, only new strides. Window (i, j) of
     output pixel (oh, ow) starts at (oh*stride, ow*stride) and steps by `dilation`. The copy happens later, when
     the matmul needs the windows as rows of a matrix."""
     is_view = True
     def forward(self, x, kernel, stride, dilation):
-        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride, self.dilation = kernel, stride, dilation
-        N, C, H, W = x.shape
-        oh, ow = _out_size(H, kh, sh, dh), _out_size(W, kw, sw, dw)
-        a = x.data
-        s = a.strides
-        return a._view((N, C, oh, ow, kh, kw), (s[0], s[1], s[2] * sh, s[3] * sw, s[2] * dh, s[3] * dw), a.offset)
+        self.kernel, self.stride, self.dilation = kernel, stride, dilation
+        return _windows(x.data, kernel, stride, dilation)
     def backward(self, g): return Col2Im.apply(g, shape=self.in_shapes[0], stride=self.stride, dilation=self.dilation)
     def jvp(self, t): return Im2Col.apply(t, kernel=self.kernel, stride=self.stride, dilation=self.dilation)
 
@@ -553,14 +558,48 @@ def conv2d(x: Tensor, weight: Tensor, bias=None, stride=1, padding=0, dilation=1
     y = linear(rows, weight.reshape(O, C * KH * KW), bias)                      # (N*OH*OW, O)
     return y.reshape(N, OH, OW, O).permute(0, 3, 1, 2)                          # (N, O, OH, OW)
 
+class MaxPool(Function):
+    """Max over each window of an (already padded) image, as one node. The windows are the strided view Conv2d uses,
+    taken one window position (i, j) at a time: slice (i, j) holds that position of every window, a 4-D strided view,
+    and the max is the elementwise maximum of the KH*KW slices (fast elementwise kernels, where a reduction over the
+    last two axes of the 6-D view is a slow strided loop). The gradient goes to each window's maximum, shared equally
+    between ties (torch.amax's rule; torch's max_pool2d gives it all to the first)."""
+    saves_output = True
+    def forward(self, x, kernel, stride, dilation):
+        self.kernel, self.stride, self.dilation = kernel, stride, dilation
+        self.save_for_backward(x)
+        s = self._slices(x.data)
+        return functools.reduce(nd.maximum, s[1:], s[0]) if len(s) > 1 else s[0].copy()    # (N, C, OH, OW)
+    def _slices(self, a):
+        w = _windows(a, self.kernel, self.stride, self.dilation)
+        return [w[:, :, :, :, i, j] for i in range(self.kernel[0]) for j in range(self.kernel[1])]
+    def _hits(self):
+        "Per window position, 1/(number of maxima) where it holds the window's max, else 0: constants (N, C, OH, OW)."
+        x, out = self.saved_tensors[0].data, self.output.data
+        hits = [s == out for s in self._slices(x)]
+        count = functools.reduce(lambda a, b: a + b, hits)
+        return [h / count for h in hits]
+    def backward(self, g):
+        x = self.saved_tensors[0]
+        if is_grad_enabled() or g._fw_grad is not None or x._fw_grad is not None:   # differentiable: through Col2Im
+            w = nd.stack(self._hits(), axis=-1).reshape(g.shape + self.kernel)            # (N, C, OH, OW, KH, KW)
+            return Col2Im.apply(g.reshape(g.shape + (1, 1)) * Tensor._make(w), shape=x.shape, stride=self.stride, dilation=self.dilation)
+        gx = nd.zeros(x.shape, dtype=g.dtype, device=g.data.device)
+        for dst, h in zip(self._slices(gx), self._hits()):   # overlapping windows accumulate
+            dst[...] = dst + g.data * h
+        return Tensor._make(gx)
+    def jvp(self, t):
+        w = nd.stack(self._hits(), axis=-1).reshape(self.output.shape + self.kernel)
+        return (Im2Col.apply(t, kernel=self.kernel, stride=self.stride, dilation=self.dilation) * Tensor._make(w)).sum((4, 5))
+
 def max_pool2d(x: Tensor, kernel_size, stride=None, padding=0, dilation=1) -> Tensor:
-    "Max over each window (padding counts as -inf); the windows are the same strided view Conv2d uses."
+    "Max over each window (padding counts as -inf), as one `MaxPool` node over the window view Conv2d uses."
     k = _pair(kernel_size, 'kernel_size')
     s, p, d = _pair(stride if stride is not None else k, 'stride'), _pair(padding, 'padding'), _pair(dilation, 'dilation')
     _check_image(x, None, 'max_pool2d')
     if p[0] > k[0] // 2 or p[1] > k[1] // 2:
         raise ValueError(f"max_pool2d: padding {p} should be at most half the kernel size {k}")
-    return Im2Col.apply(pad2d(x, p, -math.inf), kernel=k, stride=s, dilation=d).max((4, 5))
+    return MaxPool.apply(pad2d(x, p, -math.inf), kernel=k, stride=s, dilation=d)
 
 class Conv2d(Module):
     "torch.nn.Conv2d (groups=1), with torch's default initialisation (uniform in ±1/sqrt(C*KH*KW))."
