@@ -541,6 +541,20 @@ def test_cpu_large_paths(cpu_threads, dtype):
             nd.get_device('cpu').matmul_algo = 2
 
 
+@pytest.mark.skipif('cpu' not in nd._DEVICE_FACTORIES, reason='no C++ backend')
+@pytest.mark.parametrize('dtype', FLOATS)
+def test_cpu_matmul_long_k_wide_n(cpu_threads, dtype):
+    """The packed matmul with a long K (nine KC = 256 blocks, the last ragged, each accumulating into C) and a wide
+    N (past 1024 columns, ragged against the 32-column micro-tile), for a compact and a transposed operand."""
+    a, b = arr((26, 2100), dtype, 23), arr((2100, 1030), dtype, 24)
+    x, y = NDArray(a, device='cpu'), NDArray(b, device='cpu')
+    rt = SUM_RTOL[np.dtype(dtype)]
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    check_close(x @ y, ref.astype(dtype), rt, rt * 9 * 2100)
+    bt = NDArray(np.ascontiguousarray(b.T), device='cpu')                 # (1030, 2100) @ a transposed view
+    check_close(bt @ x.T, ref.T.astype(dtype), rt, rt * 9 * 2100)
+
+
 @pytest.mark.parametrize('device', DEVICES)
 def test_advanced_indexing(device):
     """Integer-array and mask indices follow numpy (a copy); on the CPU backends assignment writes through."""
