@@ -207,3 +207,13 @@ def test_fused_kernel_checks_its_arguments():
         ops.sgd_([p], [2], [g], [0], [], [4], 0.1, 0.0, 0.0, 0.0, False, False)
     with pytest.raises(RuntimeError, match="has dtype"):
         ops.adam_([p], [0], [g.double()], [0], [p.clone()], [p.clone()], [], [4], [1], 0.1, 0.9, 0.99, 1e-8, 0.0, True, False)
+
+
+def test_fused_falls_back_for_a_hand_set_gradient():
+    "A float64 gradient set by hand on a float32 parameter: fused=None takes the array ops (as on numpy), fused=True says why."
+    w = Tensor(np.ones(3, np.float32), requires_grad=True, device='cpu')
+    w.grad = Tensor(np.full(3, 0.5), device='cpu')
+    optim.SGD([w], lr=0.1).step()
+    np.testing.assert_allclose(w.numpy(), 0.95, rtol=1e-6)
+    w.grad = Tensor(np.full(3, 0.5), device='cpu')
+    with pytest.raises(RuntimeError, match="gradient in its parameter's dtype"): optim.SGD([w], lr=0.1, fused=True).step()

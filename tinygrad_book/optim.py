@@ -74,6 +74,11 @@ def _fusable(params, required: bool = False) -> bool:
             raise RuntimeError(f"fused=True needs compact float32 or float64 parameters on the C++ backend ('cpu'): got a "
                                f"{a.dtype} parameter of shape {a.shape} on {a.device.name!r}"
                                + ('' if a.is_compact() else ' with non-compact strides'))
+        g = p.grad.data if p.grad is not None else a
+        if g.dtype != a.dtype or g.device is not a.device:   # a gradient set by hand: the array ops promote/refuse as usual
+            if not required: return False
+            raise RuntimeError(f"fused=True needs each gradient in its parameter's dtype and device: got a {g.dtype} gradient "
+                               f"on {g.device.name!r} for a {a.dtype} parameter of shape {a.shape}")
     return True
 
 def _fused_ops():
