@@ -13,7 +13,7 @@ import textwrap
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.func import grad, vmap
+from torch.func import grad, jacfwd, jvp, vmap
 
 from tinygrad_book import softmax as S
 
@@ -135,6 +135,34 @@ def test_second_derivatives_torch_func_meta_and_compile():
     torch.testing.assert_close(yc, yr, **TOL[torch.float64])
     yc.backward(); yr.backward()
     torch.testing.assert_close((hc.grad, wc.grad), (hr.grad, wr.grad), **TOL[torch.float64])
+
+
+@pytest.mark.parametrize('reduction', ['mean', 'sum', 'none'])
+def test_vmap_over_hidden_and_targets_shared_or_batched_weight(reduction):
+    "vmap: one weight for the batch (one kernel call over B*N rows) and a batched weight (entries one by one)."
+    h, w, b, t = make(6, 5, 30, torch.float64)
+    hb, tb = torch.stack([h, 2 * h, -h]), torch.stack([t, t.flip(0), t])              # (3, 6, 5), (3, 6)
+    f = lambda hh, ww, bb, tt: S.linear_cross_entropy(hh, ww, tt, bb, reduction=reduction, label_smoothing=0.1)
+    fr = lambda hh, ww, bb, tt: unfused(hh, ww, tt, bb, reduction=reduction, label_smoothing=0.1)
+    for dims, args in [((0, None, None, 0), (hb, w, b, tb)), ((0, None, None, None), (hb, w, b, t)),
+                       ((None, 0, 0, None), (h, torch.stack([w, w * 0.5, -w]), torch.stack([b, b, 2 * b]), t))]:
+        torch.testing.assert_close(vmap(f, in_dims=dims)(*args), vmap(fr, in_dims=dims)(*args), **TOL[torch.float64])
+    # per-sample gradients: vmap of grad
+    gs = lambda fn: vmap(grad(lambda hh, tt: fn(hh, w, b, tt).sum()), in_dims=(0, 0))(hb, tb)
+    torch.testing.assert_close(gs(f), gs(fr), **TOL[torch.float64])
+
+
+@pytest.mark.parametrize('reduction', ['mean', 'sum', 'none'])
+def test_forward_mode_jvp_and_jacfwd(reduction):
+    "Forward mode: the tangent is computed tile by tile (no (N, V) logits), checked against the unfused path's."
+    h, w, b, t = make(7, 5, 40, torch.float64)
+    f = lambda hh, ww, bb: S.linear_cross_entropy(hh, ww, t, bb, reduction=reduction, label_smoothing=0.1)
+    fr = lambda hh, ww, bb: unfused(hh, ww, t, bb, reduction=reduction, label_smoothing=0.1)
+    g = torch.Generator().manual_seed(3)
+    tangents = tuple(torch.randn(x.shape, generator=g, dtype=torch.float64) for x in (h, w, b))
+    (yo, to), (yr, tr) = jvp(f, (h, w, b), tangents), jvp(fr, (h, w, b), tangents)
+    torch.testing.assert_close((yo, to), (yr, tr), **TOL[torch.float64])
+    torch.testing.assert_close(jacfwd(f)(h, w, b), jacfwd(fr)(h, w, b), **TOL[torch.float64])
 
 
 def test_bad_input():

@@ -11,6 +11,7 @@ __all__ = ['USE_KERNELS', 'SWEEP_SHAPES', 'QUICK_SHAPES', 'softmax', 'log_softma
 import math, operator, os, warnings
 import torch
 import torch.autograd.forward_ad as _fwd_ad
+from torch._functorch.utils import unwrap_dead_wrappers as _unwrap_dead_wrappers
 from torch import Tensor
 from .ext import load_ops
 
@@ -36,8 +37,8 @@ def _raw_ops() -> dict:
 _RAW = _raw_ops()
 
 def _use_kernel(x: Tensor) -> bool:
-    "Do the compiled kernels handle `x` (dtype and device)?"
-    return _OPS is not None and x.dtype in (torch.float32, torch.float64) and x.device.type in _KERNEL_DEVICES
+    "Do the compiled kernels handle `x` (dtype and device)? (`is_cpu` first: building `x.device` costs 0.4 us.)"
+    return _OPS is not None and x.dtype in (torch.float32, torch.float64) and (x.is_cpu or x.device.type in _KERNEL_DEVICES)
 
 def _plain_call(*tensors) -> bool:
     """True when nothing needs to see the op as a differentiable function: no gradient wanted, no torch.func
@@ -45,7 +46,10 @@ def _plain_call(*tensors) -> bool:
     `autograd.Function.apply` (about 5 us, as much as a small softmax)."""
     if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active() or _fwd_ad._current_level >= 0:
         return False
-    return not (torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors))
+    if not torch.is_grad_enabled(): return True
+    for t in tensors:  # (a loop, not any(generator): this runs on every call, and the generator costs 0.5 us)
+        if t is not None and t.requires_grad: return False
+    return True
 
 def _check_input(x, name='input'):
     if not isinstance(x, Tensor): raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -90,10 +94,20 @@ def _autocast(x: Tensor, op: str) -> Tensor:
     return x
 
 # %% ../nbs/04_softmax.ipynb #ba2e5cfa
+# The C++ `apply` that `torch.autograd.Function.apply` ends in. Function.apply first binds default arguments with
+# `inspect.signature(forward).bind(...)` on every call of a setup_context-style Function: about 30 us, three times the
+# whole (64, 10) cross-entropy. Every call below passes all arguments, so in eager mode we go to it directly.
+_FUNCTION_APPLY = torch._C._FunctionBase.__dict__['apply']
+
 def _apply(fn, *args):
     """`fn.apply(*args)`, through its subclass with forward-mode AD (`fn.with_jvp`) outside torch.compile: Dynamo cannot
-    trace a Function that defines `jvp`, and a compiled graph has no use for one."""
-    return (fn if torch.compiler.is_compiling() else fn.with_jvp).apply(*args)
+    trace a Function that defines `jvp`, and a compiled graph has no use for one. With no torch.func transform active,
+    this skips Function.apply's argument binding (what remains of it: unwrapping tensors left over from a finished
+    transform) and calls the C++ apply."""
+    if torch.compiler.is_compiling(): return fn.apply(*args)
+    cls = fn.with_jvp
+    if torch._C._are_functorch_transforms_active(): return cls.apply(*args)
+    return _FUNCTION_APPLY.__get__(None, cls)(*_unwrap_dead_wrappers(args))
 
 class _SoftmaxFn(torch.autograd.Function):
     "softmax (log=False) or log_softmax (log=True) of a contiguous (R, C) matrix along its rows."
@@ -410,13 +424,14 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor = None, size_ave
             raise TypeError(f"target must be int64 (torch.long) or uint8 class indices, or floating-point class "
                             f"probabilities, got {target.dtype}")
         target = target.long()
-    expected = tuple(logits.shape[:1] + logits.shape[2:]) if nd >= 2 else ()
-    if tuple(target.shape) != expected:
+    expected = logits.shape[:1] + logits.shape[2:] if nd >= 2 else torch.Size()
+    if target.shape != expected:
         raise ValueError(f"target shape {tuple(target.shape)} does not match input {tuple(logits.shape)}: "
-                         f"expected {expected} (classes on dim 1)")
-    if target.device != logits.device: raise ValueError(f"target is on {target.device} but input is on {logits.device}")
+                         f"expected {tuple(expected)} (classes on dim 1)")
+    if not (target.is_cpu and logits.is_cpu) and target.device != logits.device:
+        raise ValueError(f"target is on {target.device} but input is on {logits.device}")
     x, _ = _to_rows(logits, 1 if nd >= 2 else 0)                                           # (R, C), classes last
-    t = target.reshape(-1).contiguous()                                                      # (R,)
+    t = (target if target.dim() == 1 else target.reshape(-1)).contiguous()                  # (R,)
     red = _REDUCTIONS[reduction]
     if _use_kernel(x) and x.numel():
         if x.is_cuda: _check_target_range(t, C, ignore_index)  # the CPU kernel checks (IndexError) by itself
@@ -829,6 +844,7 @@ class _LinearCrossEntropyFn(torch.autograd.Function):
         _, lse, denom = output
         ctx.mark_non_differentiable(lse, denom)
         ctx.save_for_backward(h, w, b, t, lse, denom)
+        ctx.save_for_forward(h, w, b, t, lse, denom)
 
     @staticmethod
     def backward(ctx, g, _g_lse, _g_denom):
@@ -842,6 +858,59 @@ class _LinearCrossEntropyFn(torch.autograd.Function):
         else:
             gh, gw, gb = _linear_ce_op('bwd', h.device.type)(g.contiguous(), h, w, b, t, lse, denom, ii, eps, red)
         return gh, gw, (gb if b is not None else None), None, None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, h, w, b, t, ignore_index, label_smoothing, reduction):
+        """Under vmap: with one weight (and bias) for the whole batch, one call over all B*N rows with reduction 'none',
+        then a reduction per batch entry; a batched weight or bias runs the entries one by one."""
+        B = info.batch_size
+        take = lambda x, k, i: x if in_dims[k] is None else x.select(in_dims[k], i).contiguous()
+        if in_dims[1] is None and in_dims[2] is None:
+            hb = h.movedim(in_dims[0], 0) if in_dims[0] is not None else h.expand(B, *h.shape)        # (B, N, d)
+            tb = t.movedim(in_dims[3], 0) if in_dims[3] is not None else t.expand(B, *t.shape)        # (B, N)
+            rows, lse, _ = _apply(_LinearCrossEntropyFn, hb.reshape(-1, hb.shape[-1]).contiguous(), w, b,
+                                  tb.reshape(-1).contiguous(), ignore_index, label_smoothing, 0)
+            rows, lse = rows.reshape(tb.shape), lse.reshape(tb.shape)                               # (B, N) each
+            denom = (tb != ignore_index).sum(1).double()                                            # (B,)
+            loss = rows if reduction == 0 else rows.sum(1) if reduction == 1 else (rows.sum(1) / denom).to(rows.dtype)
+            return (loss, lse, denom), (0, 0, 0)
+        outs = [_apply(_LinearCrossEntropyFn, take(h, 0, i), take(w, 1, i), take(b, 2, i) if b is not None else None,
+                       take(t, 3, i), ignore_index, label_smoothing, reduction) for i in range(B)]
+        return tuple(torch.stack(o) for o in zip(*outs)), (0, 0, 0)
+
+def _linear_ce_jvp_torch(dh, dw, db, h, w, b, t, lse, denom, ignore_index: int, eps: float, reduction: int):
+    """Forward mode, tile by tile: d loss_i = sum_v G_iv dz_iv with G the gradient of loss_i in its logits
+    (p - (1 - eps) onehot - eps / V) and dz = dh W^T + h dW^T + db the tangent of the logits. No (N, V) matrix."""
+    N, V = h.shape[0], w.shape[0]
+    hi, lo = _lse_parts(lse, h.dtype)
+    parts = []  # out of place throughout: under jacfwd the tangents are batched tensors
+    for r0 in range(0, N, _LCE_ROWS):
+        r1 = min(N, r0 + _LCE_ROWS)
+        tr, d_chunk = t[r0:r1], 0
+        for v0 in range(0, V, _LCE_VOCAB):
+            v1 = min(V, v0 + _LCE_VOCAB)
+            z = torch.nn.functional.linear(h[r0:r1], w[v0:v1], None if b is None else b[v0:v1])    # (rows, vc)
+            G = (z - hi[r0:r1, None] - lo[r0:r1, None]).exp() - eps / V                             # (rows, vc)
+            inside = ((tr >= v0) & (tr < v1)).unsqueeze(1)
+            G = G - (1 - eps) * ((torch.arange(v0, v1, device=h.device) == tr.unsqueeze(1)) & inside).to(G.dtype)
+            dz = 0
+            if dh is not None: dz = dz + dh[r0:r1] @ w[v0:v1].T
+            if dw is not None: dz = dz + h[r0:r1] @ dw[v0:v1].T
+            if db is not None: dz = dz + db[v0:v1]
+            d_chunk = d_chunk + (G * dz).sum(1)
+        parts.append(d_chunk)
+    d_rows = torch.cat(parts)
+    d_rows = torch.where(t != ignore_index, d_rows, torch.zeros_like(d_rows))
+    return _reduce_rows(d_rows, reduction, denom)
+
+class _LinearCrossEntropyFnJvp(_LinearCrossEntropyFn):
+    @staticmethod
+    def jvp(ctx, dh, dw, db, *_):
+        h, w, b, t, lse, denom = ctx.saved_tensors
+        return _linear_ce_jvp_torch(dh, dw, db, h, w, b, t, lse, denom, ctx.ignore_index, ctx.label_smoothing,
+                                    ctx.reduction), None, None
+
+_LinearCrossEntropyFn.with_jvp = _LinearCrossEntropyFnJvp
 
 # %% ../nbs/04_softmax.ipynb #lce0003
 def linear_cross_entropy(hidden: Tensor, weight: Tensor, target: Tensor, bias: Tensor = None, *,
@@ -887,7 +956,7 @@ def linear_cross_entropy(hidden: Tensor, weight: Tensor, target: Tensor, bias: T
     if h.is_cuda: _check_target_range(t, w.shape[0], ignore_index)
     args = (h, w, b, t, ignore_index, float(label_smoothing), red)
     if _plain_call(h, w, b): loss = _linear_ce_op('fwd', h.device.type)(*args)[0]
-    else: loss = _LinearCrossEntropyFn.apply(*args)[0]
+    else: loss = _apply(_LinearCrossEntropyFn, *args)[0]
     return loss.reshape(target.shape) if red == 0 else loss
 
 # %% ../nbs/04_softmax.ipynb #c7c1ad6c
