@@ -31,10 +31,16 @@ def _raw_ops() -> dict:
     "The C++ callables behind the ops, for eager calls: one Python frame fewer than `op(...)` (2 us of a 10 us call)."
     if _OPS is None: return {}
     overloads = {name: getattr(_OPS, name).default for name in
-                 ('softmax_fwd', 'logsumexp_fwd', 'cross_entropy_fwd', 'bce_fwd')}
+                 ('softmax_fwd', 'softmax_bwd', 'logsumexp_fwd', 'cross_entropy_fwd', 'cross_entropy_bwd', 'bce_fwd',
+                  'bce_bwd')}
     return {name: getattr(op, '_op', op) for name, op in overloads.items()}
 
 _RAW = _raw_ops()
+
+def _kernel(name: str):
+    """The op `name` as called inside the autograd Functions: the C++ callable in eager mode, the `torch.ops` object
+    (which Dynamo knows how to trace) under torch.compile."""
+    return getattr(_OPS, name) if torch.compiler.is_compiling() else _RAW[name]
 
 def _use_kernel(x: Tensor) -> bool:
     "Do the compiled kernels handle `x` (dtype and device)? (`is_cpu` first: building `x.device` costs 0.4 us.)"
@@ -113,7 +119,7 @@ class _SoftmaxFn(torch.autograd.Function):
     "softmax (log=False) or log_softmax (log=True) of a contiguous (R, C) matrix along its rows."
     @staticmethod
     def forward(x, log: bool):                       # (R, C) -> (R, C)
-        return _OPS.softmax_fwd(x, log)
+        return _kernel('softmax_fwd')(x, log)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -127,7 +133,7 @@ class _SoftmaxFn(torch.autograd.Function):
         if torch.is_grad_enabled():  # double backward (create_graph, torch.func.grad): a differentiable formula
             gx = g - y.exp() * g.sum(-1, keepdim=True) if ctx.log else y * (g - (g * y).sum(-1, keepdim=True))
         else:
-            gx = _OPS.softmax_bwd(g.contiguous(), y, ctx.log)
+            gx = _kernel('softmax_bwd')(g.contiguous(), y, ctx.log)
         return gx, None
 
     @staticmethod
@@ -140,7 +146,7 @@ class _SoftmaxFn(torch.autograd.Function):
 class _LogSumExpFn(torch.autograd.Function):
     @staticmethod
     def forward(x):                                  # (R, C) -> (R,)
-        return _OPS.logsumexp_fwd(x)
+        return _kernel('logsumexp_fwd')(x)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -303,7 +309,7 @@ class _CrossEntropyFn(torch.autograd.Function):
     Outputs (loss, lse, denom): the last two are saved for the backward and are not differentiable."""
     @staticmethod
     def forward(x, target, weight, ignore_index: int, label_smoothing: float, reduction: int):
-        return _OPS.cross_entropy_fwd(x, target, weight, ignore_index, label_smoothing, reduction)
+        return _kernel('cross_entropy_fwd')(x, target, weight, ignore_index, label_smoothing, reduction)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -321,7 +327,7 @@ class _CrossEntropyFn(torch.autograd.Function):
             g_rows = g if ctx.reduction == 0 else (g / denom.to(g.dtype) if ctx.reduction == 2 else g).expand(R)
             gx = _ce_grad_torch(g_rows, x, target, weight, ctx.ignore_index, ctx.label_smoothing)
         else:
-            gx = _OPS.cross_entropy_bwd(g, x, target, lse, denom, weight, ctx.ignore_index, ctx.label_smoothing,
+            gx = _kernel('cross_entropy_bwd')(g, x, target, lse, denom, weight, ctx.ignore_index, ctx.label_smoothing,
                                         ctx.reduction)
         return gx, None, None, None, None, None
 
@@ -526,7 +532,7 @@ def _bce_operand_torch(t, x):
 class _BCEFn(torch.autograd.Function):
     @staticmethod
     def forward(x, y, w, pw, reduction: str):
-        return _OPS.bce_fwd(x, y, w, pw, _REDUCTIONS[reduction])
+        return _kernel('bce_fwd')(x, y, w, pw, _REDUCTIONS[reduction])
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -543,7 +549,7 @@ class _BCEFn(torch.autograd.Function):
                                       ctx.needs_input_grad[0], need_y)
             return gx, gy, None, None, None
         gs = g / x.numel() if ctx.reduction == 'mean' else g                          # () or like x
-        return _OPS.bce_bwd(gs.contiguous(), x, y, w, pw), None, None, None, None
+        return _kernel('bce_bwd')(gs.contiguous(), x, y, w, pw), None, None, None, None
 
     @staticmethod
     def vmap(info, in_dims, x, y, w, pw, reduction):
