@@ -21,7 +21,7 @@
 
 namespace {
 
-using tgb::exp_fast;
+using tgb::exp_nonpos;  // every exp here has an argument <= 0 (x - max, a log-probability, -|x|)
 constexpr int64_t CHUNK = 2048;  // elements per chunk: 8 KiB of float32 stays in L1 between the two sweeps
 
 // Statistics of one row: its max m and s = sum(exp(x - m)), accumulated across chunks in double.
@@ -83,7 +83,7 @@ static inline T exp_sum(const T* x, int64_t n, T m, T* y) {
     padded_block(x, n, T(-INFINITY), b);  // exp(-inf - m) = 0: the padding adds nothing
 #pragma omp simd aligned(b, acc : 64)
     for (int64_t l = 0; l < LANES<T>; ++l) {
-      b[l] = exp_fast<T>(b[l] - m);
+      b[l] = exp_nonpos<T>(b[l] - m);
       acc[l] = b[l];
     }
     if (y) std::copy(b, b + n, y);
@@ -96,13 +96,13 @@ static inline T exp_sum(const T* x, int64_t n, T m, T* y) {
       T* yb = y + j0;
 #pragma omp simd aligned(acc : 64)
       for (int64_t l = 0; l < LANES<T>; ++l) {
-        const T e = exp_fast<T>(xb[l] - m);
+        const T e = exp_nonpos<T>(xb[l] - m);
         yb[l] = e;
         acc[l] += e;
       }
     } else {
 #pragma omp simd aligned(acc : 64)
-      for (int64_t l = 0; l < LANES<T>; ++l) acc[l] += exp_fast<T>(xb[l] - m);
+      for (int64_t l = 0; l < LANES<T>; ++l) acc[l] += exp_nonpos<T>(xb[l] - m);
     }
   }
   if (body < n) {  // the last full vector, overlapping the body: lanes [0, seen) were already counted
@@ -111,7 +111,7 @@ static inline T exp_sum(const T* x, int64_t n, T m, T* y) {
     T* yb = y ? y + start : nullptr;
 #pragma omp simd aligned(acc : 64)
     for (int64_t l = 0; l < LANES<T>; ++l) {
-      const T e = exp_fast<T>(xb[l] - m);
+      const T e = exp_nonpos<T>(xb[l] - m);
       if (yb) yb[l] = e;
       acc[l] += l < seen ? T(0) : e;
     }
@@ -192,21 +192,34 @@ template <typename T> static double row_lse(const RowStats<T>& st) {
   return std::isinf(st.max) ? double(st.max) : double(st.max) + std::log(st.sum);
 }
 
-// sum(w[j] * x[j]) (w == nullptr means all ones), chunked with a double accumulator.
+// sum over j < n of w[j] * (x[j] - shift) (w == nullptr means all ones), accumulated per lane like exp_sum.
+template <typename T>
+static inline T dot_sum(const T* x, const T* w, int64_t n, T shift) {
+  alignas(64) T acc[LANES<T>] = {};
+  const int64_t body = n < LANES<T> ? 0 : n - n % LANES<T>;
+  for (int64_t j0 = 0; j0 < body; j0 += LANES<T>) {
+    const T* xb = x + j0;
+    if (w) {
+      const T* wb = w + j0;
+#pragma omp simd aligned(acc : 64)
+      for (int64_t l = 0; l < LANES<T>; ++l) acc[l] += wb[l] * (xb[l] - shift);
+    } else {
+#pragma omp simd aligned(acc : 64)
+      for (int64_t l = 0; l < LANES<T>; ++l) acc[l] += xb[l] - shift;
+    }
+  }
+  T rest = 0;  // the last n % LANES (a short row: all of it); a masked overlapping vector gained nothing here
+  for (int64_t j = body; j < n; ++j) rest += (w ? w[j] : T(1)) * (x[j] - shift);
+  return lane_sum(acc) + rest;
+}
+
+// sum(w[j] * (x[j] - shift)) (w == nullptr means all ones), chunked with a double accumulator.
 template <typename T>
 static double row_dot(const T* x, const T* w, int64_t n, T shift) {
   double acc = 0.0;
   for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
     const int64_t c1 = std::min(n, c0 + CHUNK);
-    T cs = 0;
-    if (w) {
-#pragma omp simd reduction(+ : cs)
-      for (int64_t j = c0; j < c1; ++j) cs += w[j] * (x[j] - shift);
-    } else {
-#pragma omp simd reduction(+ : cs)
-      for (int64_t j = c0; j < c1; ++j) cs += x[j] - shift;
-    }
-    acc += double(cs);
+    acc += double(dot_sum(x + c0, w ? w + c0 : nullptr, c1 - c0, shift));
   }
   return acc;
 }
@@ -327,11 +340,10 @@ void softmax_bwd_kernel(const T* G, const T* Y, T* GX, int64_t rows, int64_t col
     T* o = GX + i * cols;
     if (log) {
       const T s = T(row_dot<T>(g, nullptr, cols, T(0)));
-      map_lanes(g, yr, o, cols, [s](T gj, T yj) { return gj - exp_fast<T>(yj) * s; });
+      map_lanes(g, yr, o, cols, [s](T gj, T yj) { return gj - exp_nonpos<T>(yj) * s; });
     } else {
       const T s = T(row_dot<T>(g, yr, cols, T(0)));
-#pragma omp simd
-      for (int64_t j = 0; j < cols; ++j) o[j] = yr[j] * (g[j] - s);
+      map_lanes(g, yr, o, cols, [s](T gj, T yj) { return yj * (gj - s); });
     }
   }
 }
@@ -404,8 +416,8 @@ void cross_entropy_bwd_kernel(const T* G, int64_t g_stride, double scale, const 
     const T c = T(gi * eps / double(C));                           // coefficient of w[k]
     // lse split into hi + lo so that (x - hi) - lo keeps float64's precision in float32 arithmetic
     const T hi = T(LSE[i]), lo = T(LSE[i] - double(hi));
-    if (Wt) map_lanes(xr, Wt, o, C, [=](T xk, T wk) { return a * exp_fast<T>((xk - hi) - lo) - c * wk; });
-    else map_lanes(xr, (const T*)nullptr, o, C, [=](T xk, T) { return a * exp_fast<T>((xk - hi) - lo) - c; });
+    if (Wt) map_lanes(xr, Wt, o, C, [=](T xk, T wk) { return a * exp_nonpos<T>((xk - hi) - lo) - c * wk; });
+    else map_lanes(xr, (const T*)nullptr, o, C, [=](T xk, T) { return a * exp_nonpos<T>((xk - hi) - lo) - c; });
     o[t] -= T(gi * (1.0 - eps) * wt);
   }
 }
@@ -550,7 +562,7 @@ template <typename T> static inline T log_sigmoid(T x) {
 }
 
 template <typename T> static inline T sigmoid(T x) {
-  const T t = exp_fast<T>(x < T(0) ? x : -x);  // exp(-|x|) <= 1: never overflows
+  const T t = exp_nonpos<T>(x < T(0) ? x : -x);  // exp(-|x|) <= 1: never overflows
   const T r = T(1) / (T(1) + t);               // computed unconditionally, so the select below vectorises
   return x >= T(0) ? r : t * r;
 }
@@ -810,7 +822,7 @@ static void lce_bwd_tiles(const T* G, int64_t g_stride, double scale, const at::
         const T a = T(gi), c = T(gi * eps / double(V));
         const T hi = T(LSE[i]), lo = T(LSE[i] - double(hi));  // lse in two parts: float64 precision in T
 #pragma omp simd
-        for (int64_t j = 0; j < vc; ++j) zr[j] = a * exp_fast<T>((zr[j] - hi) - lo) - c;
+        for (int64_t j = 0; j < vc; ++j) zr[j] = a * exp_nonpos<T>((zr[j] - hi) - lo) - c;
         if (t >= v0 && t < v1) zr[t - v0] -= T(gi * (1.0 - eps));
       }
       gh_r.addmm_(tile, w.narrow(0, v0, vc));                          // (rows, d) += (rows, vc) @ (vc, d)
