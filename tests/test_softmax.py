@@ -163,22 +163,44 @@ def test_gradcheck(name):
         assert torch.autograd.gradgradcheck(lambda t: f(t, dim), (x,))
 
 
+def node_names(y):
+    "Names of the autograd nodes behind y (Python Functions by class name, C++ ones by their node name)."
+    names, stack = set(), [y.grad_fn]
+    while stack:  # iterative walk of the autograd graph
+        n = stack.pop()
+        if n is None: continue
+        names.add(type(n).__name__ if type(n).__name__ != 'CppFunction' else n.name())
+        stack.extend(f for f, _ in n.next_functions)
+    return names
+
+
 def test_kernels_are_used_for_float():
-    """The CPU fast path really goes through the compiled op (not silently through the torch fallback)."""
+    """The CPU fast path really goes through the compiled op (not silently through the torch fallback): in eager mode
+    the graph nodes built in C++ (softmax, cross_entropy) or the autograd.Function (logsumexp)."""
     x = rand(4, 9, dtype=torch.float32).requires_grad_()
     assert S._use_kernel(x)
-    def node_names(y):
-        names, stack = set(), [y.grad_fn]
-        while stack:  # iterative walk of the autograd graph
-            n = stack.pop()
-            if n is None: continue
-            names.add(type(n).__name__)
-            stack.extend(f for f, _ in n.next_functions)
-        return names
-    assert any(n.startswith('_SoftmaxFn') for n in node_names(S.softmax(x))), node_names(S.softmax(x))
+    assert any('SoftmaxEager' in n for n in node_names(S.softmax(x))), node_names(S.softmax(x))
+    assert any('SoftmaxEager' in n for n in node_names(S.log_softmax(x, 0))), node_names(S.log_softmax(x, 0))
     assert any(n.startswith('_LogSumExpFn') for n in node_names(S.logsumexp(x, 0)))
     loss = S.cross_entropy(x, torch.tensor([1, 2, 3, 4]))
-    assert any(n.startswith('_CrossEntropyFn') for n in node_names(loss)), node_names(loss)
+    assert any('CrossEntropyEager' in n for n in node_names(loss)), node_names(loss)
+
+
+def test_functions_are_used_under_transforms_and_forward_ad():
+    """Under torch.func and forward-mode AD the autograd.Function classes run (they carry the vmap and jvp rules);
+    the C++ nodes serve plain eager mode only. Both give torch's gradients (the other tests)."""
+    import torch.autograd.forward_ad as fwAD
+    x = rand(4, 9, dtype=torch.float64)
+    seen = []
+    def f(z):
+        y = S.softmax(z, -1)
+        seen.append(type(y.grad_fn).__name__ if y.grad_fn is not None else None)
+        return y.sum()
+    torch.func.grad(f)(x)
+    with fwAD.dual_level():
+        y = S.cross_entropy(fwAD.make_dual(x, torch.ones_like(x)), torch.tensor([1, 2, 3, 4]))
+        assert fwAD.unpack_dual(y).tangent is not None
+    assert 'CppFunction' not in seen
 
 
 # ---------------------------------------------------------------- cross_entropy

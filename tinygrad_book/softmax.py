@@ -32,7 +32,7 @@ def _raw_ops() -> dict:
     if _OPS is None: return {}
     overloads = {name: getattr(_OPS, name).default for name in
                  ('softmax_fwd', 'softmax_bwd', 'logsumexp_fwd', 'cross_entropy_fwd', 'cross_entropy_bwd', 'bce_fwd',
-                  'bce_bwd')}
+                  'bce_bwd', 'softmax_eager', 'cross_entropy_eager')}
     return {name: getattr(op, '_op', op) for name, op in overloads.items()}
 
 _RAW = _raw_ops()
@@ -46,12 +46,16 @@ def _use_kernel(x: Tensor) -> bool:
     "Do the compiled kernels handle `x` (dtype and device)? (`is_cpu` first: building `x.device` costs 0.4 us.)"
     return _OPS is not None and x.dtype in (torch.float32, torch.float64) and (x.is_cpu or x.device.type in _KERNEL_DEVICES)
 
+def _eager() -> bool:
+    "Plain eager PyTorch: no torch.func transform, no forward-mode AD, not tracing for torch.compile."
+    return not (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active() or
+                _fwd_ad._current_level >= 0)
+
 def _plain_call(*tensors) -> bool:
     """True when nothing needs to see the op as a differentiable function: no gradient wanted, no torch.func
     transform, no forward-mode AD, not tracing for torch.compile. Then the op is called directly, skipping the cost of
     `autograd.Function.apply` (about 5 us, as much as a small softmax)."""
-    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active() or _fwd_ad._current_level >= 0:
-        return False
+    if not _eager(): return False
     if not torch.is_grad_enabled(): return True
     for t in tensors:  # (a loop, not any(generator): this runs on every call, and the generator costs 0.5 us)
         if t is not None and t.requires_grad: return False
@@ -205,7 +209,9 @@ def _softmax_impl(x, dim, log: bool, dtype) -> Tensor:
     if x.numel() == 0: return x.clone()  # nothing to normalise
     if not _use_kernel(x): return _softmax_torch(x, dim, log)
     rows, shape = _to_rows(x, dim)
-    y = _RAW['softmax_fwd'](rows, log) if _plain_call(rows) else _apply(_SoftmaxFn, rows, log)
+    if _plain_call(rows): y = _RAW['softmax_fwd'](rows, log)
+    elif _eager(): y = _RAW['softmax_eager'](rows, log)     # the graph node built in C++ (csrc/softmax.cpp)
+    else: y = _apply(_SoftmaxFn, rows, log)                # torch.func, forward AD, torch.compile
     return _from_rows(y, shape, dim)
 
 def softmax(input: Tensor, dim: int = -1, dtype: torch.dtype = None) -> Tensor:
@@ -441,8 +447,10 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor = None, size_ave
     red = _REDUCTIONS[reduction]
     if _use_kernel(x) and x.numel():
         if x.is_cuda: _check_target_range(t, C, ignore_index)  # the CPU kernel checks (IndexError) by itself
-        if _plain_call(x): loss = _RAW['cross_entropy_fwd'](x, t, weight, ignore_index, float(label_smoothing), red)[0]
-        else: loss = _apply(_CrossEntropyFn, x, t, weight, ignore_index, float(label_smoothing), red)[0]
+        args = (x, t, weight, ignore_index, float(label_smoothing), red)
+        if _plain_call(x): loss = _RAW['cross_entropy_fwd'](*args)[0]
+        elif _eager(): loss = _RAW['cross_entropy_eager'](*args)  # the graph node built in C++
+        else: loss = _apply(_CrossEntropyFn, *args)[0]           # torch.func, forward AD, torch.compile
         return loss.reshape(target.shape) if red == 0 else loss
     _check_target_range(t, C, ignore_index)
     xf = _upcast(x)
