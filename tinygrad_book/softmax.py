@@ -51,15 +51,18 @@ def _eager() -> bool:
     return not (torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active() or
                 _fwd_ad._current_level >= 0)
 
+def _needs_grad(*tensors) -> bool:
+    "Grad mode is on and one of `tensors` requires grad."
+    if not torch.is_grad_enabled(): return False
+    for t in tensors:  # (a loop, not any(generator): this runs on every call, and the generator costs 0.5 us)
+        if t is not None and t.requires_grad: return True
+    return False
+
 def _plain_call(*tensors) -> bool:
     """True when nothing needs to see the op as a differentiable function: no gradient wanted, no torch.func
     transform, no forward-mode AD, not tracing for torch.compile. Then the op is called directly, skipping the cost of
     `autograd.Function.apply` (about 5 us, as much as a small softmax)."""
-    if not _eager(): return False
-    if not torch.is_grad_enabled(): return True
-    for t in tensors:  # (a loop, not any(generator): this runs on every call, and the generator costs 0.5 us)
-        if t is not None and t.requires_grad: return False
-    return True
+    return _eager() and not _needs_grad(*tensors)
 
 def _check_input(x, name='input'):
     if not isinstance(x, Tensor): raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -209,9 +212,9 @@ def _softmax_impl(x, dim, log: bool, dtype) -> Tensor:
     if x.numel() == 0: return x.clone()  # nothing to normalise
     if not _use_kernel(x): return _softmax_torch(x, dim, log)
     rows, shape = _to_rows(x, dim)
-    if _plain_call(rows): y = _RAW['softmax_fwd'](rows, log)
-    elif _eager(): y = _RAW['softmax_eager'](rows, log)     # the graph node built in C++ (csrc/softmax.cpp)
-    else: y = _apply(_SoftmaxFn, rows, log)                # torch.func, forward AD, torch.compile
+    if not _eager(): y = _apply(_SoftmaxFn, rows, log)         # torch.func, forward AD, torch.compile
+    elif _needs_grad(rows): y = _RAW['softmax_eager'](rows, log)  # the graph node built in C++ (csrc/softmax.cpp)
+    else: y = _RAW['softmax_fwd'](rows, log)
     return _from_rows(y, shape, dim)
 
 def softmax(input: Tensor, dim: int = -1, dtype: torch.dtype = None) -> Tensor:
@@ -448,9 +451,9 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor = None, size_ave
     if _use_kernel(x) and x.numel():
         if x.is_cuda: _check_target_range(t, C, ignore_index)  # the CPU kernel checks (IndexError) by itself
         args = (x, t, weight, ignore_index, float(label_smoothing), red)
-        if _plain_call(x): loss = _RAW['cross_entropy_fwd'](*args)[0]
-        elif _eager(): loss = _RAW['cross_entropy_eager'](*args)  # the graph node built in C++
-        else: loss = _apply(_CrossEntropyFn, *args)[0]           # torch.func, forward AD, torch.compile
+        if not _eager(): loss = _apply(_CrossEntropyFn, *args)[0]        # torch.func, forward AD, torch.compile
+        elif _needs_grad(x): loss = _RAW['cross_entropy_eager'](*args)  # the graph node built in C++
+        else: loss = _RAW['cross_entropy_fwd'](*args)[0]
         return loss.reshape(target.shape) if red == 0 else loss
     _check_target_range(t, C, ignore_index)
     xf = _upcast(x)

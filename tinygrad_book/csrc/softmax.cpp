@@ -30,7 +30,7 @@ template <typename T> struct RowStats { T max; double sum; };
 
 // ---- whole-vector loops ----
 // A row of 100 floats is 6 AVX-512 vectors and 4 leftover elements. GCC finishes such a loop with a scalar epilogue
-// (for exp_fast, up to 15 scalar exps), which at classifier sizes costs as much as the vectorised body: (256, 100)
+// (up to 15 scalar exps), which at classifier sizes costs as much as the vectorised body: (256, 100)
 // ran at 2x the time of (256, 96). So a row at least one vector long ends with one more full vector that overlaps
 // the body: harmless for a max and for an output that is written twice with the same value; a sum masks the lanes
 // the body already counted.
@@ -53,7 +53,7 @@ static inline T row_max(const T* x, int64_t n) {
     for (int64_t j = 0; j < LANES<T>; ++j) m = b[j] > m ? b[j] : m;
     return m;
   }
-  const int64_t body = n < LANES<T> ? n : n - n % LANES<T>;
+  const int64_t body = n - n % LANES<T>;
 #pragma omp simd reduction(max : m)
   for (int64_t j = 0; j < body; ++j) m = x[j] > m ? x[j] : m;
   if (body < n) {
@@ -197,7 +197,7 @@ template <typename T> static double row_lse(const RowStats<T>& st) {
 template <typename T>
 static inline T dot_sum(const T* x, const T* w, int64_t n, T shift) {
   alignas(64) T acc[LANES<T>] = {};
-  const int64_t body = n < LANES<T> ? 0 : n - n % LANES<T>;
+  const int64_t body = n - n % LANES<T>;  // (0 for a row shorter than a vector)
   for (int64_t j0 = 0; j0 < body; j0 += LANES<T>) {
     const T* xb = x + j0;
     if (w) {
